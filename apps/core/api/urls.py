@@ -1,0 +1,15 @@
+"""/api/v1/: every app registers its resources on one router."""
+from django.urls import path
+from rest_framework.routers import DefaultRouter
+
+from apps.accounts.api.views import ApiTokenViewSet, MembershipViewSet, MeView, TeamViewSet, UserViewSet
+from apps.audit.api.views import AuditEventViewSet
+
+router = DefaultRouter(trailing_slash=True)
+router.register("users", UserViewSet, basename="user")
+router.register("teams", TeamViewSet, basename="team")
+router.register("memberships", MembershipViewSet, basename="membership")
+router.register("tokens", ApiTokenViewSet, basename="token")
+router.register("audit-events", AuditEventViewSet, basename="auditevent")
+
+urlpatterns = [path("me/", MeView.as_view(), name="me"), *router.urls]

@@ -1,0 +1,16 @@
+from django.urls import path
+
+from apps.core import views
+
+app_name = "core"
+
+urlpatterns = [
+    path("", views.home, name="home"),
+    path("home/counts/", views.home_counts_json, name="home_counts"),
+    path("team/switch/", views.team_switch, name="team_switch"),
+    path("models/", views.area_not_yet, {"area": "models"}, name="area_models"),
+    path("deployments/", views.area_not_yet, {"area": "deployments"}, name="area_deployments"),
+    path("approvals/", views.area_not_yet, {"area": "approvals"}, name="area_approvals"),
+    path("monitoring/", views.area_not_yet, {"area": "monitoring"}, name="area_monitoring"),
+    path("costs/", views.area_not_yet, {"area": "costs"}, name="area_costs"),
+]

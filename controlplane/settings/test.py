@@ -1,0 +1,22 @@
+"""Settings for the test suite: the real PostgreSQL and Redis (tests/conftest.py finds or starts them)."""
+from .base import *  # noqa: F401,F403
+from .base import REST_FRAMEWORK, env
+
+DEBUG = False
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # speed only; production keeps PBKDF2
+REDIS_URL = env("REDIS_URL", "redis://127.0.0.1:6379/15")
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": REDIS_URL,
+        "KEY_PREFIX": "mptest",
+    }
+}
+CELERY_BROKER_URL = REDIS_URL
+CELERY_RESULT_BACKEND = REDIS_URL
+# Throttles are exercised by their own tests with explicit rates; the suite must not trip them by accident.
+REST_FRAMEWORK = {
+    **REST_FRAMEWORK,
+    "DEFAULT_THROTTLE_RATES": {"anon": "10000/min", "user": "100000/min"},
+}
+WHITENOISE_AUTOREFRESH = True
