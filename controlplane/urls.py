@@ -10,6 +10,7 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
 ]
 
+handler400 = "apps.core.errorviews.bad_request"
 handler404 = "apps.core.errorviews.not_found"
 handler403 = "apps.core.errorviews.forbidden"
 handler500 = "apps.core.errorviews.server_error"

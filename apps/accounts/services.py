@@ -6,6 +6,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError
+from django.core.validators import validate_email
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
@@ -31,6 +32,18 @@ def user_create(*, actor: Actor, username: str, password: str, email: str = "", 
     if not username:
         raise field_error("username", "This field is required.", code="required")
     _check_length("username", username, 150)
+    try:
+        User.username_validator(username)
+    except ValidationError as exc:
+        raise field_error("username", " ".join(exc.messages)) from exc
+    email, display_name = (email or "").strip(), (display_name or "").strip()
+    _check_length("display_name", display_name, 150)
+    if email:
+        _check_length("email", email, 254)
+        try:
+            validate_email(email)
+        except ValidationError as exc:
+            raise field_error("email", "Enter a valid email address.") from exc
     if User.objects.filter(username__iexact=username).exists():
         raise Conflict(f"A user named {username!r} already exists.", fields={"username": ["already exists"]})
     user = User(username=username, email=email, display_name=display_name, is_platform_admin=is_platform_admin)
@@ -150,8 +163,6 @@ def apitoken_create(*, actor: Actor, name: str, scopes: list[str] | None = None,
     require(actor, "token.manage_own")
     if actor.user is None:
         raise ValidationFailed("Only a user can own an API token.")
-    if actor.kind == "token" and "write" not in actor.scopes:
-        raise ValidationFailed("A read-only token cannot create tokens.", code="token_scope")
     name = (name or "").strip()
     errors: dict[str, list[str]] = {}
     if not name:
@@ -187,8 +198,6 @@ def apitoken_revoke(*, actor: Actor, token_id: int) -> ApiToken:
     if token is None or (token.user_id != actor.user_id and not actor.is_platform_admin):
         raise NotFound("Token not found.")
     require(actor, "token.manage_own")
-    if actor.kind == "token" and "write" not in actor.scopes:
-        raise ValidationFailed("A read-only token cannot revoke tokens.", code="token_scope")
     if token.revoked_at is not None:
         raise Conflict("This token is already revoked.", fields={"token": ["already revoked"]})
     before = token.snapshot()

@@ -1,11 +1,14 @@
 """Sign-in, API tokens, teams and memberships pages. Every change goes through apps.accounts.services."""
 from __future__ import annotations
 
+import time
+
 from django.contrib import messages
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
 
 from apps.accounts import selectors, services
@@ -14,6 +17,7 @@ from apps.accounts.models import User
 from apps.core.actors import Actor
 from apps.core.errors import NotFound, PermissionDenied, ServiceError
 from apps.core.forms import apply_service_error
+from apps.core.middleware import SessionTimeoutMiddleware
 from apps.core.permissions import ROLE_CHOICES, has_perm
 
 
@@ -23,6 +27,8 @@ class LoginView(auth_views.LoginView):
 
     def form_valid(self, form):
         response = super().form_valid(form)
+        # The absolute timeout counts from the sign-in itself, not from the first page after it.
+        self.request.session[SessionTimeoutMiddleware.KEY] = time.time()
         services.session_login_record(actor=Actor.from_request(self.request))
         return response
 
@@ -34,6 +40,7 @@ def logout_view(request: HttpRequest) -> HttpResponse:
     return auth_views.LogoutView.as_view()(request)
 
 
+@never_cache  # the page shows a new token's secret once; no browser or proxy cache may keep it
 @login_required
 def token_list(request: HttpRequest) -> HttpResponse:
     actor = Actor.from_request(request)

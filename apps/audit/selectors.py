@@ -1,7 +1,7 @@
 """Who may read which audit events.
 
-Platform admins read the whole trail. A member with ``audit.view`` in a team reads that team's events. Everyone
-reads the events they caused themselves (their sign-ins, their tokens).
+Platform admins read the whole trail. A member with ``audit.view`` in a team reads that team's events and the
+events they caused themselves (their sign-ins, their tokens), which belong to no team.
 """
 from __future__ import annotations
 

@@ -111,7 +111,8 @@ class ApiTokenViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewS
         token, secret = services.apitoken_create(actor=self.actor, **data)
         body = s.ApiTokenSerializer(token).data
         body["token"] = secret
-        return Response(body, status=status.HTTP_201_CREATED)
+        # The secret is shown once: no cache (nor the Idempotency-Key store) may keep this answer.
+        return Response(body, status=status.HTTP_201_CREATED, headers={"Cache-Control": "no-store"})
 
     @extend_schema(request=None, responses=s.ApiTokenSerializer)
     @action(detail=True, methods=["post"])

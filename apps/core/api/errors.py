@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import RequestDataTooBig
 from django.http import Http404
 from rest_framework import exceptions, status
 from rest_framework.response import Response
@@ -51,6 +52,11 @@ def exception_handler(exc, context):
         if exc.status == 503:
             response["Retry-After"] = "30"
         return response
+    if isinstance(exc, RequestDataTooBig):  # DRF reads the body itself; Django's limit still holds
+        from apps.core.errorviews import too_big_message
+
+        message = too_big_message()
+        return Response(error_body("payload_too_large", message, {"body": [message]}), status=413)
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
     elif isinstance(exc, DjangoPermissionDenied):

@@ -2,6 +2,8 @@
 
 The key is scoped to the caller (the bearer token or the session) and the answer is kept in Redis for 24 hours.
 Reusing a key with a different body is a 422; a retry while the first request still runs is a 409.
+An answer marked ``Cache-Control: no-store`` (it holds a secret, e.g. a new API token) is never kept: a retry
+gets a 409 saying the request was done, and the secret stays shown once.
 """
 from __future__ import annotations
 
@@ -43,8 +45,14 @@ class IdempotencyMiddleware:
                 return JsonResponse(error_body("idempotency_in_flight",
                                                "A request with this Idempotency-Key is still in progress."),
                                     status=409)
-            response = HttpResponse(stored["body"].encode("latin-1"), status=stored["status"],
-                                    content_type=stored["content_type"])
+            if stored.get("secret"):
+                response = JsonResponse(error_body(
+                    "idempotency_answer_not_kept",
+                    "The request with this Idempotency-Key was done; its answer held a secret, which is shown "
+                    "only once and not kept."), status=409)
+            else:
+                response = HttpResponse(stored["body"].encode("latin-1"), status=stored["status"],
+                                        content_type=stored["content_type"])
             response["Idempotent-Replayed"] = "true"
             return response
         if not cache.add(cache_key, {"fingerprint": fingerprint, "state": "in_flight"}, IN_FLIGHT_SECONDS):
@@ -54,6 +62,10 @@ class IdempotencyMiddleware:
         if response.status_code < 500 and not getattr(response, "streaming", False):
             if hasattr(response, "render") and not getattr(response, "is_rendered", True):
                 response.render()
+            if "no-store" in response.get("Cache-Control", ""):
+                # The answer holds a secret (a new API token's): remember that the request was done, never the body.
+                cache.set(cache_key, {"fingerprint": fingerprint, "state": "done", "secret": True}, TTL_SECONDS)
+                return response
             cache.set(cache_key, {
                 "fingerprint": fingerprint, "state": "done", "status": response.status_code,
                 "content_type": response.get("Content-Type", "application/json"),

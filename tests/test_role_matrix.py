@@ -1,0 +1,454 @@
+"""THE role matrix: every URL pattern of the project, every role, on an object of their own team and of another.
+
+Roles: anonymous; viewer, data_scientist, ml_engineer, approver, risk_officer and team_admin, each a member of
+team A only; platform_admin, a member of no team. "own" objects belong to team A (or, for API tokens, to the
+caller), "other" objects to team B (or to a member of team B).
+
+The table below is the statement of who may do what. It must list every named URL pattern of the project and
+nothing else: a new page or endpoint fails ``test_every_url_pattern_is_in_the_table`` until someone decides, in
+this table, who may use it.
+
+Expected answers: an HTTP status, or ``LOGIN`` (a redirect to the sign-in page, what pages answer anonymous
+users). A plain 302 must redirect somewhere other than the sign-in page.
+"""
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+import pytest
+from django.db import transaction
+from django.test import Client
+from django.urls import URLPattern, URLResolver, get_resolver, reverse
+from django.utils import timezone
+from rest_framework.test import APIClient
+
+from apps.accounts.models import ApiToken, Membership, Team, User
+from apps.audit.services import audit_event_record
+from apps.core.actors import Actor
+from apps.core.navigation import AREAS, navigation_for
+from apps.core.permissions import ROLE_VERBS
+from apps.core.permissions import ROLES as TEAM_ROLES
+
+pytestmark = pytest.mark.django_db
+
+ROLES = ("anonymous", "viewer", "data_scientist", "ml_engineer", "approver", "risk_officer", "team_admin",
+         "platform_admin")
+assert list(ROLES[1:-1]) == TEAM_ROLES  # the matrix covers every role the code knows
+
+LOGIN = "login"
+
+
+def row(*answers) -> tuple:
+    assert len(answers) == len(ROLES)
+    return answers
+
+
+def own_other(own: tuple, other: tuple) -> dict:
+    return {"own": own, "other": other}
+
+
+#            anonymous viewer  data_sci ml_eng  approver risk    team_adm plat_adm
+ALL_200 = row(LOGIN,   200,    200,     200,    200,     200,    200,     200)
+AUDIT_200 = row(LOGIN, 403,    403,     403,    200,     200,    200,     200)
+API_ALL_200 = row(401, 200,    200,     200,    200,     200,    200,     200)
+API_AUDIT = row(401,   403,    403,     403,    200,     200,    200,     200)
+API_PA_ONLY = row(401, 403,    403,     403,    403,     403,    403,     201)
+PAGE_POST_ONLY = row(LOGIN, 405, 405,   405,    405,     405,    405,     405)
+
+TABLE: dict[str, dict[str, tuple | dict]] = {
+    # ------------------------------------------------------------ the shell
+    "core:home": {"GET": ALL_200},
+    "core:home_counts": {"GET": ALL_200},
+    "core:team_switch": {"GET": PAGE_POST_ONLY,
+                         "POST": row(LOGIN, 302, 302, 302, 302, 302, 302, 302)},
+    # "not yet" areas: every team role holds model/deployment/promotion/monitoring/cost .view (ROLE_VERBS _READ)
+    "core:area_models": {"GET": ALL_200},
+    "core:area_deployments": {"GET": ALL_200},
+    "core:area_approvals": {"GET": ALL_200},
+    "core:area_monitoring": {"GET": ALL_200},
+    "core:area_costs": {"GET": ALL_200},
+    # ------------------------------------------------------------ accounts pages
+    "accounts:login": {"GET": row(200, 302, 302, 302, 302, 302, 302, 302)},
+    "accounts:logout": {"GET": row(405, 405, 405, 405, 405, 405, 405, 405),
+                        "POST": row(LOGIN, LOGIN, LOGIN, LOGIN, LOGIN, LOGIN, LOGIN, LOGIN)},  # signed out: to sign-in
+    "accounts:profile": {"GET": ALL_200},
+    "accounts:token_list": {"GET": ALL_200,
+                            "POST": ALL_200},  # the page again, with the new secret
+    "accounts:token_revoke": {
+        "GET": PAGE_POST_ONLY,
+        # "other": someone else's token. Platform admins may revoke anyone's (apitoken_revoke's docstring).
+        "POST": own_other(row(LOGIN, 302, 302, 302, 302, 302, 302, 302),
+                          row(LOGIN, 404, 404, 404, 404, 404, 404, 302)),
+    },
+    "accounts:team_list": {"GET": ALL_200,
+                           "POST": row(LOGIN, 403, 403, 403, 403, 403, 403, 302)},
+    "accounts:team_detail": {
+        "GET": own_other(row(LOGIN, 200, 200, 200, 200, 200, 200, 200),
+                         row(LOGIN, 404, 404, 404, 404, 404, 404, 200)),
+        "POST": own_other(row(LOGIN, 403, 403, 403, 403, 403, 302, 302),  # add a member
+                          row(LOGIN, 404, 404, 404, 404, 404, 404, 302)),
+    },
+    "accounts:membership_remove": {
+        "GET": PAGE_POST_ONLY,
+        "POST": own_other(row(LOGIN, 403, 403, 403, 403, 403, 302, 302),
+                          row(LOGIN, 404, 404, 404, 404, 404, 404, 302)),
+    },
+    # ------------------------------------------------------------ audit pages
+    "audit:event_list": {"GET": AUDIT_200},
+    "audit:event_detail": {
+        # Roles without audit.view get 403 for every event (they may not open the trail at all), so the
+        # answer for another team's event tells them nothing either.
+        "GET": own_other(AUDIT_200, row(LOGIN, 403, 403, 403, 404, 404, 404, 200)),
+    },
+    # ------------------------------------------------------------ API
+    "api:api-root": {"GET": API_ALL_200},
+    "api:me": {"GET": API_ALL_200},
+    "api:user-list": {"GET": API_ALL_200, "POST": API_PA_ONLY},
+    "api:user-detail": {"GET": own_other(API_ALL_200, row(401, 404, 404, 404, 404, 404, 404, 200))},
+    "api:team-list": {"GET": API_ALL_200, "POST": API_PA_ONLY},
+    "api:team-detail": {
+        "GET": own_other(API_ALL_200, row(401, 404, 404, 404, 404, 404, 404, 200)),
+        "PATCH": own_other(row(401, 403, 403, 403, 403, 403, 200, 200),
+                           row(401, 404, 404, 404, 404, 404, 404, 200)),
+    },
+    "api:membership-list": {
+        "GET": API_ALL_200,
+        "POST": own_other(row(401, 403, 403, 403, 403, 403, 201, 201),
+                          row(401, 404, 404, 404, 404, 404, 404, 201)),
+    },
+    "api:membership-detail": {
+        "GET": own_other(API_ALL_200, row(401, 404, 404, 404, 404, 404, 404, 200)),
+        "DELETE": own_other(row(401, 403, 403, 403, 403, 403, 204, 204),
+                            row(401, 404, 404, 404, 404, 404, 404, 204)),
+    },
+    "api:token-list": {"GET": API_ALL_200, "POST": row(401, 201, 201, 201, 201, 201, 201, 201)},
+    # API tokens are personal: nobody, not even a platform admin, reads another person's through the API.
+    "api:token-detail": {"GET": own_other(API_ALL_200, row(401, 404, 404, 404, 404, 404, 404, 404))},
+    "api:token-revoke": {"POST": own_other(API_ALL_200, row(401, 404, 404, 404, 404, 404, 404, 404))},
+    "api:auditevent-list": {"GET": API_AUDIT},
+    "api:auditevent-detail": {"GET": own_other(API_AUDIT, row(401, 403, 403, 403, 404, 404, 404, 200))},
+    # ------------------------------------------------------------ API description (public: it holds no data)
+    "schema": {"GET": row(200, 200, 200, 200, 200, 200, 200, 200)},
+    "api-docs": {"GET": row(200, 200, 200, 200, 200, 200, 200, 200)},
+}
+
+# Patterns left out of the table on purpose, each with the reason.
+EXCLUDED_BECAUSE = {
+    "format_suffix": "DRF's DefaultRouter adds a format-suffix twin (e.g. /api/v1/teams.json) of each route: same "
+                     "name, same view, same permission code as the route in the table "
+                     "(test_format_suffix_twins_share_the_view_of_a_listed_route checks that).",
+}
+
+
+# ---------------------------------------------------------------- the URLconf
+
+@dataclass
+class Found:
+    name: str | None
+    route: str
+    callback: object
+    format_suffix: bool
+
+
+def url_patterns() -> list[Found]:
+    found: list[Found] = []
+
+    def walk(patterns, prefix: str, namespace: str) -> None:
+        for p in patterns:
+            if isinstance(p, URLResolver):
+                ns = namespace + (f"{p.namespace}:" if p.namespace else "")
+                walk(p.url_patterns, prefix + str(p.pattern), ns)
+            elif isinstance(p, URLPattern):
+                found.append(Found(namespace + p.name if p.name else None, prefix + str(p.pattern), p.callback,
+                                   "format" in p.pattern.regex.groupindex))
+
+    walk(get_resolver().url_patterns, "", "")
+    return found
+
+
+def _view_of(callback):
+    return getattr(callback, "cls", None) or getattr(callback, "view_class", None) or callback
+
+
+def test_every_url_pattern_is_in_the_table():
+    patterns = [f for f in url_patterns() if not f.format_suffix]
+    unnamed = [f.route for f in patterns if f.name is None]
+    assert not unnamed, f"URL patterns without a name cannot be in the role matrix: {unnamed}"
+    names = [f.name for f in patterns]
+    duplicated = {n for n in names if names.count(n) > 1}
+    assert not duplicated, f"one name for several patterns: {duplicated}"
+    missing = set(names) - set(TABLE)
+    assert not missing, f"new URL patterns: add them to the role matrix with each role's answer: {sorted(missing)}"
+    stale = set(TABLE) - set(names)
+    assert not stale, f"the role matrix lists patterns that no longer exist: {sorted(stale)}"
+
+
+def test_format_suffix_twins_share_the_view_of_a_listed_route():
+    by_name = {f.name: f for f in url_patterns() if not f.format_suffix}
+    twins = [f for f in url_patterns() if f.format_suffix]
+    assert twins, "no format-suffix patterns: drop the exclusion"
+    for twin in twins:
+        assert twin.name in by_name and twin.name in TABLE, twin.route
+        assert _view_of(twin.callback) is _view_of(by_name[twin.name].callback), twin.route
+        assert getattr(twin.callback, "actions", None) == getattr(by_name[twin.name].callback, "actions", None)
+
+
+def test_the_table_lists_every_method_of_every_api_endpoint():
+    """A new action on a viewset (say PUT or DELETE) must get its row in the table."""
+    for f in url_patterns():
+        actions = getattr(f.callback, "actions", None)
+        if f.format_suffix or not actions:
+            continue
+        assert {m.upper() for m in actions} - {"HEAD"} == set(TABLE[f.name]), f.name
+
+
+# ---------------------------------------------------------------- the world the matrix runs in
+
+@dataclass
+class World:
+    a: Team
+    b: Team
+    users: dict[str, User | None]
+    member_a: User  # another member of team A (an "own" object)
+    member_b: User  # a member of team B only (an "other" object)
+    events: dict[str, int]
+    counter: itertools.count = field(default_factory=lambda: itertools.count(1))
+    bearer: dict[str, str] = field(default_factory=dict)
+    browsers: dict[str, Client] = field(default_factory=dict)
+
+    def team(self, which: str) -> Team:
+        return self.a if which == "own" else self.b
+
+    def unique(self, stem: str) -> str:
+        return f"{stem}{next(self.counter)}"
+
+    def fresh_user(self) -> User:
+        return User.objects.create_user(username=self.unique("fresh"), password="pw-for-tests-123")
+
+    def fresh_membership(self, which: str) -> Membership:
+        return Membership.objects.create(user=self.fresh_user(), team=self.team(which), role="viewer")
+
+    def fresh_token(self, owner: User) -> ApiToken:
+        _, prefix, key_hash = ApiToken.generate()
+        return ApiToken.objects.create(user=owner, name=self.unique("tok"), prefix=prefix, key_hash=key_hash,
+                                       scopes=["read", "write"], expires_at=timezone.now() + timedelta(days=1))
+
+    def token_for(self, which: str, role: str) -> ApiToken:
+        me = self.users[role] or self.member_a
+        return self.fresh_token(me if which == "own" else self.member_b)
+
+    def api_client(self, role: str) -> APIClient:
+        user = self.users[role]
+        if user is None:
+            return APIClient()
+        if role not in self.bearer:
+            full, prefix, key_hash = ApiToken.generate()
+            ApiToken.objects.create(user=user, name="matrix", prefix=prefix, key_hash=key_hash,
+                                    scopes=["read", "write"], expires_at=timezone.now() + timedelta(days=1))
+            self.bearer[role] = full
+        return APIClient(HTTP_AUTHORIZATION=f"Bearer {self.bearer[role]}")
+
+    def page_client(self, role: str, fresh: bool = False) -> Client:
+        """A signed-in browser for the role; reused within a test unless the request may end the session."""
+        if fresh or role not in self.browsers:
+            client = Client()
+            if self.users[role] is not None:
+                client.force_login(self.users[role])
+            if fresh:
+                return client
+            self.browsers[role] = client
+        return self.browsers[role]
+
+
+@pytest.fixture(scope="module")
+def world(django_db_setup, django_db_blocker):
+    """Built once for the module inside a transaction that is rolled back at its end; each test runs in a
+    savepoint within it (pytest-django's own), so what a test changes is undone before the next one."""
+    with django_db_blocker.unblock(), transaction.atomic():
+        a = Team.objects.create(name="Team A", slug="team-a")
+        b = Team.objects.create(name="Team B", slug="team-b")
+
+        def user(username, team=None, role=None, **kw):
+            u = User.objects.create_user(username=username, password="pw-for-tests-123", **kw)
+            if role:
+                Membership.objects.create(user=u, team=team, role=role)
+            return u
+
+        users: dict[str, User | None] = {"anonymous": None}
+        for role in ROLES[1:-1]:
+            users[role] = user(role, a, role)
+        users["platform_admin"] = user("platform_admin", is_platform_admin=True)
+        events = {which: audit_event_record(actor=Actor.system("matrix"), verb="thing.done", target="thing",
+                                            target_id=1, target_repr="t", team_id=team.pk).seq
+                  for which, team in (("own", a), ("other", b))}
+        w = World(a=a, b=b, users=users, member_a=user("member_a", a, "viewer"),
+                  member_b=user("member_b", b, "team_admin"), events=events)
+        for role in ROLES:  # sign everyone in once, API tokens and browser sessions
+            w.api_client(role)
+            w.page_client(role)
+        yield w
+        transaction.set_rollback(True)
+
+
+# How to call each pattern: (world, method, which, role) -> (path, data)
+def _static(name):
+    return lambda w, m, which, role: (reverse(name), None)
+
+
+REQUESTS = {
+    "core:home": _static("core:home"),
+    "core:home_counts": _static("core:home_counts"),
+    "core:team_switch": lambda w, m, which, role: (reverse("core:team_switch"), {"team": w.a.pk, "next": "/"}),
+    **{f"core:area_{a.key}": _static(f"core:area_{a.key}") for a in AREAS if not a.ready},
+    "accounts:login": _static("accounts:login"),
+    "accounts:logout": _static("accounts:logout"),
+    "accounts:profile": _static("accounts:profile"),
+    "accounts:token_list": lambda w, m, which, role: (
+        reverse("accounts:token_list"), {"name": w.unique("t"), "scopes": ["read"], "expires_in_days": "7"}),
+    "accounts:token_revoke": lambda w, m, which, role: (
+        reverse("accounts:token_revoke", args=[w.token_for(which or "own", role).pk]), None),
+    "accounts:team_list": lambda w, m, which, role: (
+        reverse("accounts:team_list"), {"name": w.unique("Team "), "slug": w.unique("team-")}),
+    "accounts:team_detail": lambda w, m, which, role: (
+        reverse("accounts:team_detail", args=[w.team(which).pk]),
+        {"username": w.fresh_user().username, "role": "viewer"}),
+    "accounts:membership_remove": lambda w, m, which, role: (
+        reverse("accounts:membership_remove", args=[w.fresh_membership(which or "own").pk]), None),
+    "audit:event_list": _static("audit:event_list"),
+    "audit:event_detail": lambda w, m, which, role: (reverse("audit:event_detail", args=[w.events[which]]), None),
+    "api:api-root": _static("api:api-root"),
+    "api:me": _static("api:me"),
+    "api:user-list": lambda w, m, which, role: (
+        reverse("api:user-list"), {"username": w.unique("u"), "password": "a-long-enough-passphrase-42"}),
+    "api:user-detail": lambda w, m, which, role: (
+        reverse("api:user-detail", args=[(w.member_a if which == "own" else w.member_b).pk]), None),
+    "api:team-list": lambda w, m, which, role: (
+        reverse("api:team-list"), {"name": w.unique("Team "), "slug": w.unique("team-")}),
+    "api:team-detail": lambda w, m, which, role: (
+        reverse("api:team-detail", args=[w.team(which).pk]), {"description": w.unique("changed ")}),
+    "api:membership-list": lambda w, m, which, role: (
+        reverse("api:membership-list"),
+        {"team": w.team(which or "own").pk, "user": w.fresh_user().pk, "role": "viewer"}),
+    "api:membership-detail": lambda w, m, which, role: (
+        reverse("api:membership-detail", args=[w.fresh_membership(which).pk]), None),
+    "api:token-list": lambda w, m, which, role: (reverse("api:token-list"), {"name": w.unique("t")}),
+    "api:token-detail": lambda w, m, which, role: (
+        reverse("api:token-detail", args=[w.token_for(which, role).pk]), None),
+    "api:token-revoke": lambda w, m, which, role: (
+        reverse("api:token-revoke", args=[w.token_for(which, role).pk]), None),
+    "api:auditevent-list": _static("api:auditevent-list"),
+    "api:auditevent-detail": lambda w, m, which, role: (
+        reverse("api:auditevent-detail", args=[w.events[which]]), None),
+    "schema": _static("schema"),
+    "api-docs": _static("api-docs"),
+}
+
+
+def _cases():
+    for name, methods in TABLE.items():
+        for method, spec in methods.items():
+            if isinstance(spec, dict):
+                for which in ("own", "other"):
+                    yield pytest.param(name, method, which, spec[which], id=f"{name}-{method}-{which}")
+            else:
+                yield pytest.param(name, method, None, spec, id=f"{name}-{method}")
+
+
+def test_every_table_entry_knows_how_to_call_it():
+    assert set(REQUESTS) == set(TABLE)
+
+
+def _outcome(response) -> object:
+    if response.status_code == 302 and response["Location"].startswith(reverse("accounts:login")):
+        return LOGIN
+    return response.status_code
+
+
+@pytest.mark.parametrize("name, method, which, expected", list(_cases()))
+def test_role_matrix(world, name, method, which, expected):
+    mismatches = []
+    is_api = name.startswith("api:")
+    for role, want in zip(ROLES, expected):
+        path, data = REQUESTS[name](world, method, which, role)
+        client = world.api_client(role) if is_api else world.page_client(role, fresh=name == "accounts:logout")
+        call = getattr(client, method.lower())
+        if method == "GET":
+            response = call(path)
+        elif is_api:
+            response = call(path, data or {}, format="json")
+        else:
+            response = call(path, data or {})
+        got = _outcome(response)
+        if got != want:
+            mismatches.append(f"{role}: expected {want}, got {got} ({response.content[:160]!r})")
+    assert not mismatches, f"{method} {name} ({which or 'no object'}):\n  " + "\n  ".join(mismatches)
+
+
+def test_team_switch_only_switches_to_own_teams(world):
+    client = world.page_client("viewer")
+    client.post(reverse("core:team_switch"), {"team": world.b.pk, "next": "/"})
+    assert client.session.get("current_team_id") is None
+    client.post(reverse("core:team_switch"), {"team": world.a.pk, "next": "https://evil.example/"})
+    assert client.session["current_team_id"] == world.a.pk
+    response = client.post(reverse("core:team_switch"), {"team": world.a.pk, "next": "https://evil.example/"})
+    assert response["Location"] == "/"
+
+
+def test_not_yet_areas_refuse_a_user_without_the_verb(make_user):
+    """A signed-in user in no team holds no area verb: the "not yet" pages and the audit trail refuse them."""
+    loner = make_user("loner")
+    client = Client()
+    client.force_login(loner)
+    for area in AREAS:
+        if area.key in ("home", "admin"):
+            continue
+        assert client.get(reverse(area.url_name)).status_code == 403, area.key
+    assert client.get(reverse("core:home")).status_code == 200
+
+
+# ---------------------------------------------------------------- navigation
+
+ALL_AREAS = ["home", "models", "deployments", "approvals", "monitoring", "costs", "audit", "admin"]
+NO_AUDIT = [a for a in ALL_AREAS if a != "audit"]
+EXPECTED_NAV = {
+    "viewer": NO_AUDIT,
+    "data_scientist": NO_AUDIT,
+    "ml_engineer": NO_AUDIT,
+    "approver": ALL_AREAS,
+    "risk_officer": ALL_AREAS,
+    "team_admin": ALL_AREAS,
+    "platform_admin": ALL_AREAS,
+}
+
+
+def test_every_area_is_covered_by_the_navigation_table():
+    assert [a.key for a in AREAS] == ALL_AREAS
+    for role, verbs in ROLE_VERBS.items():  # the table agrees with the verbs each role holds
+        shown = [a.key for a in AREAS if a.key == "home" or a.verb in verbs]
+        assert shown == EXPECTED_NAV[role], role
+
+
+@pytest.mark.parametrize("role", ROLES[1:])
+def test_navigation_per_role(world, role):
+    user = world.users[role]
+    items = navigation_for(Actor.for_user(user), "/")
+    assert [i["key"] for i in items] == EXPECTED_NAV[role]
+    assert [i["key"] for i in items if i["active"]] == ["home"]
+    client = world.page_client(role)
+    home = client.get("/").content.decode()
+    for key in ALL_AREAS:
+        assert (f'data-nav="{key}"' in home) == (key in EXPECTED_NAV[role]), key
+    for item in items:  # the navigation never leads to a page that refuses the user
+        assert client.get(item["url"]).status_code == 200, item["url"]
+
+
+def test_navigation_marks_the_current_area(world):
+    items = navigation_for(Actor.for_user(world.users["team_admin"]), "/audit/12/")
+    assert [i["key"] for i in items if i["active"]] == ["audit"]
+
+
+def test_navigation_for_a_user_in_no_team(make_user):
+    loner = make_user("loner")
+    assert [i["key"] for i in navigation_for(Actor.for_user(loner), "/")] == ["home"]
