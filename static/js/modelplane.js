@@ -11,11 +11,37 @@
       btn.setAttribute("aria-expanded", open ? "true" : "false");
     });
   });
+  // The user menu is a <details>: close it on a click elsewhere or on Escape, as a menu does.
+  var userMenu = document.querySelector(".user-menu");
+  if (userMenu) {
+    document.addEventListener("click", function (event) {
+      if (userMenu.open && !userMenu.contains(event.target)) { userMenu.open = false; }
+    });
+    document.addEventListener("keydown", function (event) {
+      if (event.key === "Escape" && userMenu.open) {
+        userMenu.open = false;
+        userMenu.querySelector("summary").focus();
+      }
+    });
+  }
+  // Copy: the Clipboard API exists only on secure origins (https, localhost); elsewhere select the text so
+  // that Ctrl+C / Cmd+C copies it, and say so.
   document.querySelectorAll("[data-copy]").forEach(function (btn) {
     btn.addEventListener("click", function () {
-      var text = document.querySelector(btn.getAttribute("data-copy")).textContent.trim();
-      if (navigator.clipboard) {
-        navigator.clipboard.writeText(text).then(function () { btn.textContent = "Copied"; });
+      var source = document.querySelector(btn.getAttribute("data-copy"));
+      var text = source.textContent.trim();
+      var selectIt = function () {
+        var range = document.createRange();
+        range.selectNodeContents(source);
+        var selection = window.getSelection();
+        selection.removeAllRanges();
+        selection.addRange(range);
+        btn.textContent = "Selected: press Ctrl+C";
+      };
+      if (navigator.clipboard && window.isSecureContext) {
+        navigator.clipboard.writeText(text).then(function () { btn.textContent = "Copied"; }, selectIt);
+      } else {
+        selectIt();
       }
     });
   });
@@ -38,6 +64,7 @@
         })
         .catch(function () { /* the next tick tries again */ });
     };
-    setInterval(refresh, 15000);
+    setInterval(function () { if (!document.hidden) { refresh(); } }, 15000);
+    document.addEventListener("visibilitychange", function () { if (!document.hidden) { refresh(); } });
   }
 })();
