@@ -61,6 +61,7 @@ TABLE: dict[str, dict[str, tuple | dict]] = {
     # ------------------------------------------------------------ the shell
     "core:home": {"GET": ALL_200},
     "core:home_counts": {"GET": ALL_200},
+    "core:healthz": {"GET": row(200, 200, 200, 200, 200, 200, 200, 200)},  # no sign-in: for load balancers
     "core:team_switch": {"GET": PAGE_POST_ONLY,
                          "POST": row(LOGIN, 302, 302, 302, 302, 302, 302, 302)},
     # "not yet" areas: every team role holds model/deployment/promotion/monitoring/cost .view (ROLE_VERBS _READ)
@@ -300,6 +301,7 @@ def _static(name):
 REQUESTS = {
     "core:home": _static("core:home"),
     "core:home_counts": _static("core:home_counts"),
+    "core:healthz": _static("core:healthz"),
     "core:team_switch": lambda w, m, which, role: (reverse("core:team_switch"), {"team": w.a.pk, "next": "/"}),
     **{f"core:area_{a.key}": _static(f"core:area_{a.key}") for a in AREAS if not a.ready},
     "accounts:login": _static("accounts:login"),
@@ -411,13 +413,15 @@ def test_not_yet_areas_refuse_a_user_without_the_verb(make_user):
 # ---------------------------------------------------------------- navigation
 
 ALL_AREAS = ["home", "models", "deployments", "approvals", "monitoring", "costs", "audit", "admin"]
-NO_AUDIT = [a for a in ALL_AREAS if a != "audit"]
+# Admin (teams and roles) is for those who manage members; other members reach their teams from Profile.
+NO_AUDIT = [a for a in ALL_AREAS if a not in ("audit", "admin")]
+AUDIT_NO_ADMIN = [a for a in ALL_AREAS if a != "admin"]
 EXPECTED_NAV = {
     "viewer": NO_AUDIT,
     "data_scientist": NO_AUDIT,
     "ml_engineer": NO_AUDIT,
-    "approver": ALL_AREAS,
-    "risk_officer": ALL_AREAS,
+    "approver": AUDIT_NO_ADMIN,
+    "risk_officer": AUDIT_NO_ADMIN,
     "team_admin": ALL_AREAS,
     "platform_admin": ALL_AREAS,
 }

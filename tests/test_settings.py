@@ -26,3 +26,19 @@ def test_production_refuses_to_start_without_a_secret_key():
     result = _manage("check", env_extra={})
     assert result.returncode != 0
     assert "MODELPLANE_SECRET_KEY" in result.stderr
+
+
+def test_healthz_reports_database_and_redis(client, db):
+    response = client.get("/healthz")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok", "database": "ok", "redis": "ok"}
+
+
+def test_healthz_answers_503_naming_redis_when_it_is_down(client, db, settings):
+    # Django's setting_changed signal rebuilds the cache handlers; nothing listens on port 1.
+    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache",
+                                   "LOCATION": "redis://127.0.0.1:1/0"}}
+    response = client.get("/healthz")
+    assert response.status_code == 503
+    body = response.json()
+    assert body["status"] == "unavailable" and body["database"] == "ok" and body["redis"].startswith("error")

@@ -1,3 +1,5 @@
+import uuid
+
 from django import forms
 from django.conf import settings
 
@@ -5,6 +7,8 @@ from apps.core.permissions import ROLE_CHOICES
 
 
 class ApiTokenForm(forms.Form):
+    nonce = forms.UUIDField(widget=forms.HiddenInput, initial=uuid.uuid4, required=False,
+                            help_text="One per rendered form, so that a reload cannot create a second token.")
     name = forms.CharField(max_length=100, help_text="What the token is for, e.g. 'CI pipeline'.")
     scopes = forms.MultipleChoiceField(choices=[("read", "read"), ("write", "write")], initial=["read"],
                                        widget=forms.CheckboxSelectMultiple,

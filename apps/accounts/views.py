@@ -4,6 +4,7 @@ from __future__ import annotations
 import time
 
 from django.contrib import messages
+from django.core.cache import cache
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse
@@ -45,20 +46,28 @@ def logout_view(request: HttpRequest) -> HttpResponse:
 def token_list(request: HttpRequest) -> HttpResponse:
     actor = Actor.from_request(request)
     form = ApiTokenForm(request.POST or None)
-    new_secret = None
+    new_secret = new_name = None
     if request.method == "POST" and form.is_valid():
+        # The secret is shown in this response only and stored nowhere. A reload re-posts the same form; its
+        # one-time nonce makes that a no-op instead of a second token.
+        nonce = form.cleaned_data.get("nonce")
+        if nonce and not cache.add(f"tokenform:{actor.user_id}:{nonce}", 1, 24 * 60 * 60):
+            messages.info(request, "That form was already submitted: the token exists and its secret was shown "
+                                   "once. Revoke it and create another if you did not copy it.")
+            return redirect("accounts:token_list")
         try:
-            token, new_secret = services.apitoken_create(
+            token, secret = services.apitoken_create(
                 actor=actor, name=form.cleaned_data["name"], scopes=form.cleaned_data["scopes"],
                 expires_in_days=form.cleaned_data["expires_in_days"])
         except ServiceError as exc:
             apply_service_error(form, exc)
         else:
-            messages.success(request, f"Token {token.name} created. Copy it now: it is not shown again.")
+            new_secret, new_name = secret, token.name
             form = ApiTokenForm()
     status = 400 if (request.method == "POST" and form.errors) else 200
     return render(request, "accounts/token_list.html", {
-        "tokens": selectors.apitoken_list(actor=actor), "form": form, "new_secret": new_secret,
+        "tokens": selectors.apitoken_list(actor=actor), "form": form,
+        "new_secret": new_secret, "new_token_name": new_name,
     }, status=status)
 
 

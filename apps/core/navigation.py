@@ -30,7 +30,7 @@ AREAS: tuple[Area, ...] = (
     Area("monitoring", "Monitoring", "core:area_monitoring", "monitoring.view", False),
     Area("costs", "Costs", "core:area_costs", "cost.view", False),
     Area("audit", "Audit", "audit:event_list", "audit.view", True),
-    Area("admin", "Admin", "accounts:team_list", "team.view", True),
+    Area("admin", "Admin", "accounts:team_list", "membership.manage", True),  # members reach their teams from Profile
 )
 
 # Which roadmap step brings each area (shown on its "not yet" page).

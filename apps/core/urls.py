@@ -7,6 +7,7 @@ app_name = "core"
 urlpatterns = [
     path("", views.home, name="home"),
     path("home/counts/", views.home_counts_json, name="home_counts"),
+    path("healthz", views.healthz, name="healthz"),
     path("team/switch/", views.team_switch, name="team_switch"),
     path("models/", views.area_not_yet, {"area": "models"}, name="area_models"),
     path("deployments/", views.area_not_yet, {"area": "deployments"}, name="area_deployments"),

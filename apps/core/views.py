@@ -52,3 +52,24 @@ def team_switch(request: HttpRequest) -> HttpResponse:
     if not url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()}):
         target = "/"
     return redirect(target)
+
+
+def healthz(request: HttpRequest) -> JsonResponse:
+    """Liveness and readiness for load balancers and standalone: PostgreSQL and Redis answer (no sign-in)."""
+    from django.core.cache import cache
+    from django.db import connection
+
+    checks: dict[str, str] = {}
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        checks["database"] = "ok"
+    except Exception as exc:  # noqa: BLE001 - any failure means "not ready", reported by name
+        checks["database"] = f"error: {type(exc).__name__}"
+    try:
+        cache.get("healthz")
+        checks["redis"] = "ok"
+    except Exception as exc:  # noqa: BLE001
+        checks["redis"] = f"error: {type(exc).__name__}"
+    ok = all(v == "ok" for v in checks.values())
+    return JsonResponse({"status": "ok" if ok else "unavailable", **checks}, status=200 if ok else 503)

@@ -12,15 +12,17 @@ pytestmark = pytest.mark.browser
 EVERY_AREA = ["home", "models", "deployments", "approvals", "monitoring", "costs", "audit", "admin"]
 # Every team member reads models, deployments, approvals, monitoring, costs and their teams; only approvers,
 # risk officers, team admins and platform admins read the audit trail.
-MEMBER_AREAS = [area for area in EVERY_AREA if area != "audit"]
+# Admin (teams and roles) is shown to those who manage members: team admins and platform admins.
+MEMBER_AREAS = [area for area in EVERY_AREA if area not in ("audit", "admin")]
+AUDIT_READER_AREAS = [area for area in EVERY_AREA if area != "admin"]
 
 NAV_BY_USER = {
     "admin": EVERY_AREA,
     "viewer": MEMBER_AREAS,
     "scientist": MEMBER_AREAS,
     "engineer": MEMBER_AREAS,
-    "approver": EVERY_AREA,
-    "risk": EVERY_AREA,
+    "approver": AUDIT_READER_AREAS,
+    "risk": AUDIT_READER_AREAS,
     "teamadmin": EVERY_AREA,
     "recs-scientist": MEMBER_AREAS,
     "recs-engineer": MEMBER_AREAS,
