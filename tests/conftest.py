@@ -2,7 +2,7 @@
 
 Where ``DATABASE_URL`` / ``REDIS_URL`` are set, or PostgreSQL and Redis answer on their usual loopback ports
 (CI's machine runs both), those are used; otherwise the embedded ones that ``standalone`` uses are started
-for the session (see ``apps.core.embedded``).
+for the session (see ``apps.core.embedded``). ``MODELPLANE_TEST_EMBEDDED=1`` forces the embedded ones.
 """
 from __future__ import annotations
 
@@ -21,10 +21,15 @@ def _answers(host: str, port: int) -> bool:
 
 
 def pytest_configure(config):
-    if not os.environ.get("DATABASE_URL") and _answers("127.0.0.1", 5432):
-        os.environ["DATABASE_URL"] = "postgresql://postgres@127.0.0.1:5432/modelplane"
-    if not os.environ.get("REDIS_URL") and _answers("127.0.0.1", 6379):
-        os.environ["REDIS_URL"] = "redis://127.0.0.1:6379/15"
+    if os.environ.get("MODELPLANE_TEST_EMBEDDED") == "1":
+        # Forced: the embedded services, even where others answer or are named.
+        os.environ.pop("DATABASE_URL", None)
+        os.environ.pop("REDIS_URL", None)
+    else:
+        if not os.environ.get("DATABASE_URL") and _answers("127.0.0.1", 5432):
+            os.environ["DATABASE_URL"] = "postgresql://postgres@127.0.0.1:5432/modelplane"
+        if not os.environ.get("REDIS_URL") and _answers("127.0.0.1", 6379):
+            os.environ["REDIS_URL"] = "redis://127.0.0.1:6379/15"
     if not os.environ.get("DATABASE_URL") or not os.environ.get("REDIS_URL"):
         from apps.core import embedded
 
@@ -32,6 +37,22 @@ def pytest_configure(config):
         config._modelplane_embedded = services
         os.environ.setdefault("DATABASE_URL", services.database_url)
         os.environ.setdefault("REDIS_URL", services.redis_url)
+        _point_settings_at_the_environment()
+
+
+def _point_settings_at_the_environment():
+    """pytest-django loads the settings before any conftest runs, so they were read without the URLs set
+    above: point the database, cache and broker at them. In place: Django's connection handler already
+    holds the DATABASES dict."""
+    import dj_database_url
+    from django.conf import settings
+
+    database = dj_database_url.parse(os.environ["DATABASE_URL"])
+    for key in ("NAME", "USER", "PASSWORD", "HOST", "PORT"):
+        settings.DATABASES["default"][key] = database[key]
+    redis_url = os.environ["REDIS_URL"]
+    settings.REDIS_URL = settings.CELERY_BROKER_URL = settings.CELERY_RESULT_BACKEND = redis_url
+    settings.CACHES["default"]["LOCATION"] = redis_url
 
 
 def pytest_unconfigure(config):
