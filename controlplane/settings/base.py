@@ -68,6 +68,7 @@ INSTALLED_APPS = [
     "apps.core",
     "apps.accounts",
     "apps.audit",
+    "apps.registry",
 ]
 
 MIDDLEWARE = [
@@ -119,6 +120,24 @@ REDIS_URL = env("REDIS_URL", "redis://127.0.0.1:6379/0")
 MLFLOW_TRACKING_URI = env("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
 # The address a browser uses to reach the MLflow UI (deep links); defaults to the tracking URI.
 MLFLOW_UI_URL = env("MODELPLANE_MLFLOW_UI_URL", MLFLOW_TRACKING_URI)
+# MLflow's client retries seven times with exponential backoff by default (minutes); a user should learn in
+# seconds that MLflow is down. These are read by MLflow at call time.
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", env("MODELPLANE_MLFLOW_MAX_RETRIES", "2"))
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", env("MODELPLANE_MLFLOW_TIMEOUT_SECONDS", "60"))
+
+# Registry.
+# Aliases that mean production: they move only through an approved promotion.
+MODELPLANE_PRODUCTION_ALIASES = env_list("MODELPLANE_PRODUCTION_ALIASES", "champion,production")
+MODELPLANE_UPLOAD_MAX_BYTES = env_int("MODELPLANE_UPLOAD_MAX_BYTES", 500 * 1024 * 1024)
+MODELPLANE_UPLOAD_EXPERIMENT = env("MODELPLANE_UPLOAD_EXPERIMENT", "modelplane-uploads")
+# The registered-model tag by which a model created straight in MLflow names its owner team (a team slug).
+MODELPLANE_TEAM_TAG = "modelplane.team"
+MODELPLANE_SYNC_INTERVAL_SECONDS = env_int("MODELPLANE_SYNC_INTERVAL_SECONDS", 15)
+# Shared secret for MLflow's webhooks (HMAC); empty: webhooks are not registered and sync polls only.
+MODELPLANE_MLFLOW_WEBHOOK_SECRET = env("MODELPLANE_MLFLOW_WEBHOOK_SECRET", "")
+# Uploaded files larger than this are streamed to a temporary file instead of memory.
+FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
 
 CACHES = {
     "default": {
@@ -232,7 +251,9 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_TIME_LIMIT = 30 * 60
 CELERY_RESULT_EXPIRES = 24 * 60 * 60
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
-CELERY_BEAT_SCHEDULE: dict = {}
+CELERY_BEAT_SCHEDULE: dict = {
+    "registry-sync": {"task": "registry.sync", "schedule": float(env_int("MODELPLANE_SYNC_INTERVAL_SECONDS", 15))},
+}
 
 LOGGING = {
     "version": 1,

@@ -1,0 +1,686 @@
+"""Every state change of the registry: models, versions, aliases, cards, scans and reference profiles.
+
+MLflow calls that a change depends on run inside the service's transaction, after our checks and before our
+commit: when MLflow refuses or is down, nothing of ours is written (a 4xx or 503 says why). When MLflow
+succeeds and our commit then fails, MLflow holds a version we do not; the sync task adopts it on its next pass.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import re
+import shutil
+import tempfile
+import zipfile
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.utils import timezone
+
+from apps.accounts.models import Team
+from apps.audit.services import audit_event_record
+from apps.core.actors import Actor
+from apps.core.errors import Conflict, NotFound, PermissionDenied, ValidationFailed, field_error
+from apps.core.permissions import has_perm, require
+from apps.registry import mlflow_adapter as mlf
+from apps.registry.models import (
+    AliasAssignment,
+    ArtifactScan,
+    ModelCard,
+    ModelVersion,
+    RegisteredModel,
+    RiskTier,
+    ScanFinding,
+    alias_validator,
+    model_name_validator,
+)
+
+log = logging.getLogger(__name__)
+
+RUN_ID_RE = re.compile(r"^[0-9a-f]{32}$")
+MAX_TAGS = 50
+MAX_ZIP_ENTRIES = 10_000
+
+
+# ----------------------------------------------------------------------------------------------- validation
+
+def _validate_name(name: str, field: str = "model_name") -> str:
+    name = (name or "").strip()
+    if not name:
+        raise field_error(field, "This field is required.", code="required")
+    try:
+        model_name_validator(name)
+    except ValidationError as exc:
+        raise field_error(field, " ".join(exc.messages)) from exc
+    return name
+
+
+def _validate_text(field: str, value: str | None, limit: int) -> str:
+    value = value or ""
+    if len(value) > limit:
+        raise field_error(field, f"Ensure this field has no more than {limit} characters (it has {len(value)}).",
+                          code="max_length")
+    return value
+
+
+def _validate_tags(tags: Any) -> dict[str, str]:
+    if tags in (None, ""):
+        return {}
+    if not isinstance(tags, dict):
+        raise field_error("tags", "Tags are an object of string keys and string values.")
+    if len(tags) > MAX_TAGS:
+        raise field_error("tags", f"At most {MAX_TAGS} tags.")
+    out: dict[str, str] = {}
+    for key, value in tags.items():
+        if not isinstance(key, str) or not key or len(key) > 250 or key.startswith("mlflow."):
+            raise field_error("tags", f"Tag key {key!r} must be 1 to 250 characters and not start with 'mlflow.'.")
+        if not isinstance(value, (str, int, float, bool)) or len(str(value)) > 5000:
+            raise field_error("tags", f"Tag {key!r} must have a string value of at most 5000 characters.")
+        out[key] = str(value)
+    return out
+
+
+def _validate_risk_tier(tier: str | None) -> str | None:
+    if tier in (None, ""):
+        return None
+    if tier not in RiskTier.values:
+        raise field_error("risk_tier", f"{tier!r} is not a risk tier; choose low, medium or high.",
+                          code="invalid_choice")
+    return tier
+
+
+def _team(team_id: Any) -> Team:
+    if team_id in (None, ""):
+        raise field_error("team", "This field is required for a new model.", code="required")
+    try:
+        team = Team.objects.filter(pk=int(team_id)).first()
+    except (TypeError, ValueError):
+        team = None
+    if team is None:
+        raise field_error("team", f"No team with id {team_id!r}.", code="does_not_exist")
+    return team
+
+
+# ----------------------------------------------------------------------------------------------- models
+
+def _model_create(*, actor: Actor, team: Team, name: str, description: str, risk_tier: str | None,
+                  tags: dict[str, str]) -> RegisteredModel:
+    require(actor, "model.register", team)
+    if RegisteredModel.objects.filter(name__iexact=name).exists():
+        raise Conflict(f"A registered model named {name!r} already exists.", fields={"model_name": ["already exists"]})
+    mlf.registered_model_ensure(name, description=description, tags={**tags, settings.MODELPLANE_TEAM_TAG: team.slug})
+    model = RegisteredModel.objects.create(team=team, name=name, description=description, tags=tags,
+                                           risk_tier=risk_tier or RiskTier.MEDIUM, created_by=actor.user)
+    audit_event_record(actor=actor, verb="model.created", target=model, after=model.snapshot())
+    return model
+
+
+@transaction.atomic
+def registeredmodel_create(*, actor: Actor, team_id: int, name: str, description: str = "",
+                           risk_tier: str | None = None, tags: dict | None = None) -> RegisteredModel:
+    """Create a registered model (here and in MLflow) owned by a team, before any version exists."""
+    team = _team(team_id)
+    require(actor, "model.register", team)
+    return _model_create(actor=actor, team=team, name=_validate_name(name, "name"),
+                         description=_validate_text("description", description, 5000),
+                         risk_tier=_validate_risk_tier(risk_tier), tags=_validate_tags(tags))
+
+
+@transaction.atomic
+def registeredmodel_update(*, actor: Actor, model_id: int, description: str | None = None,
+                           risk_tier: str | None = None, tags: dict | None = None) -> RegisteredModel:
+    """Change a model's description, risk tier or tags; description and tags are mirrored to MLflow."""
+    model = RegisteredModel.objects.select_for_update().filter(pk=model_id).first()
+    if model is None:
+        raise NotFound("Model not found.")
+    require(actor, "model.update", model)
+    before = model.snapshot()
+    if description is not None:
+        model.description = _validate_text("description", description, 5000)
+    if risk_tier is not None:
+        model.risk_tier = _validate_risk_tier(risk_tier) or model.risk_tier
+    if tags is not None:
+        model.tags = _validate_tags(tags)
+    model.save()
+    with mlf.mlflow_call(f"updating {model.name}"):
+        c = mlf.client()
+        if description is not None:
+            c.update_registered_model(model.name, description=model.description)
+        if tags is not None:
+            for key, value in model.tags.items():
+                c.set_registered_model_tag(model.name, key, value)
+            for key in set(before.get("tags") or {}) - set(model.tags):
+                c.delete_registered_model_tag(model.name, key)
+    audit_event_record(actor=actor, verb="model.updated", target=model, before=before, after=model.snapshot())
+    return model
+
+
+def _model_for_registration(*, actor: Actor, name: str, team_id: Any, description: str,
+                            risk_tier: str | None) -> RegisteredModel:
+    """The model a new version joins: the existing one (locked), or a new one for ``team_id``."""
+    model = RegisteredModel.objects.select_for_update().filter(name__iexact=name).first()
+    if model is not None:
+        if not has_perm(actor, "model.view", model):
+            # Names are global in MLflow; say it is taken without revealing whose it is.
+            raise Conflict(f"The model name {name!r} is taken by another team.",
+                           fields={"model_name": ["taken by another team"]})
+        require(actor, "model.register", model)
+        if team_id not in (None, "") and str(team_id) != str(model.team_id):
+            raise field_error("team", f"{model.name} belongs to team {model.team.name}; leave team empty or use it.")
+        if model.archived_at is not None:
+            raise Conflict(f"{model.name} is archived.", fields={"model_name": ["archived"]})
+        return model
+    team = _team(team_id)
+    require(actor, "model.register", team)
+    return _model_create(actor=actor, team=team, name=name, description="", risk_tier=risk_tier, tags={})
+
+
+def _version_record(*, actor: Actor, model: RegisteredModel, mlflow_version: Any, origin: str,
+                    files: mlf.ModelFiles, lineage: dict, description: str, tags: dict[str, str]) -> ModelVersion:
+    number = int(mlflow_version.version)
+    replaces = model.versions.exclude(status=ModelVersion.Status.ARCHIVED).order_by("-version").first()
+    version = ModelVersion.objects.create(
+        model=model, version=number, status=ModelVersion.Status.PENDING_SCAN, origin=origin,
+        description=description, tags=tags, source=mlflow_version.source or "",
+        run_id=mlflow_version.run_id or "", mlflow_model_id=getattr(mlflow_version, "model_id", None) or "",
+        flavors=files.flavors, signature=files.signature, input_example=files.input_example, lineage=lineage,
+        replaces=replaces, registered_by=actor.user,
+        mlflow_created_at=mlf._ms_to_datetime(getattr(mlflow_version, "creation_timestamp", None)),
+    )
+    if number > model.latest_version:
+        model.latest_version = number
+        model.save(update_fields=["latest_version", "updated_at"])
+    card = ModelCard.objects.create(
+        version=version, revision=1, metrics=dict((lineage or {}).get("metrics") or {}),
+        training_data=_datasets_summary(lineage, "training"), evaluation_data=_datasets_summary(lineage, "eval"),
+        owners=model.team.name, edited_by=actor.user,
+    )
+    audit_event_record(actor=actor, verb="modelversion.registered", target=version,
+                       after={**version.snapshot(), "card_revision": card.revision})
+    scan = ArtifactScan.objects.create(version=version)
+    transaction.on_commit(lambda: _queue_scan(scan.pk))
+    return version
+
+
+def _datasets_summary(lineage: dict, context_prefix: str) -> str:
+    lines = []
+    for ds in (lineage or {}).get("datasets") or []:
+        if str(ds.get("context") or "").startswith(context_prefix):
+            source = ds.get("source")
+            where = source.get("uri") if isinstance(source, dict) else source
+            lines.append(f"{ds.get('name')} (digest {ds.get('digest')}, {ds.get('source_type')}: {where})")
+    return "\n".join(lines)
+
+
+def _queue_scan(scan_id: int) -> None:
+    from apps.registry.tasks import run_artifact_scan
+
+    run_artifact_scan.delay(scan_id)
+
+
+@transaction.atomic
+def modelversion_register_from_run(*, actor: Actor, model_name: str, run_id: str, artifact_path: str = "model",
+                                   team_id: int | None = None, description: str = "", tags: dict | None = None,
+                                   risk_tier: str | None = None) -> ModelVersion:
+    """Register the MLflow model that a run logged (``runs:/<run_id>/<artifact_path>``) as a new version."""
+    name = _validate_name(model_name)
+    run_id = (run_id or "").strip()
+    if not RUN_ID_RE.match(run_id):
+        raise field_error("run_id", "An MLflow run id is 32 lower-case hexadecimal characters.")
+    artifact_path = (artifact_path or "model").strip().strip("/")
+    parts = PurePosixPath(artifact_path).parts
+    if not artifact_path or ".." in parts or len(artifact_path) > 500:
+        raise field_error("artifact_path", "A relative path inside the run, such as 'model'.")
+    description = _validate_text("description", description, 5000)
+    tags = _validate_tags(tags)
+    risk_tier = _validate_risk_tier(risk_tier)
+    # Permission before any MLflow call: someone who may not register learns nothing about runs.
+    existing = RegisteredModel.objects.filter(name__iexact=name).first()
+    if existing is None:
+        require(actor, "model.register", _team(team_id))
+    lineage = mlf.run_snapshot(run_id)
+    source = f"runs:/{run_id}/{artifact_path}"
+    files = mlf.model_files_read(source)
+    model = _model_for_registration(actor=actor, name=name, team_id=team_id, description=description,
+                                    risk_tier=risk_tier)
+    mv = mlf.model_version_create(model.name, source=source, run_id=run_id, description=description, tags=tags)
+    return _version_record(actor=actor, model=model, mlflow_version=mv, origin=ModelVersion.Origin.RUN,
+                           files=files, lineage=lineage, description=description, tags=tags)
+
+
+# ----------------------------------------------------------------------------------------------- upload
+
+PICKLE_SUFFIXES = {".pkl", ".pickle"}
+SKOPS_SUFFIX = ".skops"
+
+
+def _safe_members(archive: zipfile.ZipFile, limit_bytes: int) -> list[zipfile.ZipInfo]:
+    members = archive.infolist()
+    if len(members) > MAX_ZIP_ENTRIES:
+        raise field_error("file", f"The zip has {len(members)} entries; at most {MAX_ZIP_ENTRIES}.")
+    total = 0
+    for info in members:
+        path = PurePosixPath(info.filename)
+        if path.is_absolute() or ".." in path.parts or "\\" in info.filename:
+            raise field_error("file", f"The zip entry {info.filename!r} points outside the archive.",
+                              code="path_traversal")
+        if (info.external_attr >> 16) & 0o170000 == 0o120000:
+            raise field_error("file", f"The zip entry {info.filename!r} is a symbolic link.", code="symlink")
+        total += info.file_size
+        if total > limit_bytes:
+            raise field_error("file", "The zip expands beyond the upload size limit.", code="too_large")
+    return members
+
+
+def _stage_zip(upload: Path, staging: Path) -> Path:
+    """Extract an MLflow model zip into ``staging``; returns the directory that holds MLmodel."""
+    try:
+        with zipfile.ZipFile(upload) as archive:
+            members = _safe_members(archive, settings.MODELPLANE_UPLOAD_MAX_BYTES * 4)
+            mlmodels = [m.filename for m in members if PurePosixPath(m.filename).name == "MLmodel"]
+            if not mlmodels:
+                raise field_error("file", "The zip holds no MLmodel file; zip a directory written by "
+                                          "mlflow.<flavor>.save_model().", code="not_a_model")
+            root = min((str(PurePosixPath(m).parent) for m in mlmodels), key=len)
+            archive.extractall(staging)
+    except zipfile.BadZipFile as exc:
+        raise field_error("file", f"Not a readable zip file ({exc}).", code="bad_zip") from exc
+    model_dir = staging if root in ("", ".") else staging / root
+    try:
+        mlf.parse_mlmodel((model_dir / "MLmodel").read_text())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise field_error("file", f"The MLmodel file is not valid ({exc}).", code="not_a_model") from exc
+    except Exception as exc:  # noqa: BLE001 - yaml errors of every kind
+        raise field_error("file", f"The MLmodel file is not valid YAML ({type(exc).__name__}).",
+                          code="not_a_model") from exc
+    return model_dir
+
+
+def _looks_like_pickle(head: bytes) -> bool:
+    # Protocol 2+ starts with PROTO (0x80) and the protocol number; protocols 0/1 start with an opcode such as
+    # '(' MARK, ']' EMPTY_LIST, '}' EMPTY_DICT, 'c' GLOBAL.
+    return (len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5) or head[:1] in (b"(", b"]", b"}", b"c")
+
+
+def _stage_sklearn_file(upload: Path, filename: str, staging: Path) -> Path:
+    """Write an MLflow model directory around a scikit-learn model file, by hand: the file is never loaded."""
+    suffix = Path(filename).suffix.lower()
+    head = upload.open("rb").read(4)
+    if suffix in PICKLE_SUFFIXES:
+        if not _looks_like_pickle(head):
+            raise field_error("file", "The file does not start like a pickle.", code="not_a_model")
+        model_file, fmt = "model.pkl", "pickle"
+    elif suffix == SKOPS_SUFFIX:
+        if head[:2] != b"PK":
+            raise field_error("file", "A .skops file is a zip archive; this one is not.", code="not_a_model")
+        model_file, fmt = "model.skops", "skops"
+    else:
+        raise field_error("file", "Upload an MLflow model directory as .zip, or a scikit-learn model as .pkl, "
+                                  ".pickle or .skops (for joblib files, save with mlflow.sklearn.save_model and zip "
+                                  "the directory).", code="unsupported_type")
+    model_dir = staging / "model"
+    model_dir.mkdir()
+    shutil.copyfile(upload, model_dir / model_file)
+    import mlflow
+
+    mlmodel = {
+        "artifact_path": "model",
+        "flavors": {
+            "python_function": {"env": {"virtualenv": "python_env.yaml"}, "loader_module": "mlflow.sklearn",
+                                "model_path": model_file, "predict_fn": "predict", "python_version": "3.11"},
+            "sklearn": {"code": None, "pickled_model": model_file, "serialization_format": fmt,
+                        "sklearn_version": None},
+        },
+        "mlflow_version": mlflow.__version__,
+        "utc_time_created": timezone.now().strftime("%Y-%m-%d %H:%M:%S.%f"),
+    }
+    import yaml
+
+    (model_dir / "MLmodel").write_text(yaml.safe_dump(mlmodel, sort_keys=False))
+    (model_dir / "python_env.yaml").write_text("python: '3.11'\nbuild_dependencies: [pip]\n"
+                                               "dependencies: [-r requirements.txt]\n")
+    (model_dir / "requirements.txt").write_text(f"mlflow=={mlflow.__version__}\nscikit-learn\ncloudpickle\n")
+    return model_dir
+
+
+def _files_from_directory(model_dir: Path) -> mlf.ModelFiles:
+    mlmodel = mlf.parse_mlmodel((model_dir / "MLmodel").read_text())
+    example = None
+    info = mlmodel.get("saved_input_example_info") or {}
+    path = model_dir / str(info.get("artifact_path") or "") if isinstance(info, dict) else None
+    if path and path.is_file() and path.stat().st_size <= 1_000_000:
+        try:
+            example = json.loads(path.read_text())
+        except ValueError:
+            example = None
+    return mlf.ModelFiles(flavors=mlmodel.get("flavors") or {}, signature=mlf.signature_of(mlmodel),
+                          input_example=example, raw=mlmodel)
+
+
+@transaction.atomic
+def modelversion_register_from_upload(*, actor: Actor, model_name: str, upload_path: Path, filename: str,
+                                      team_id: int | None = None, description: str = "", tags: dict | None = None,
+                                      risk_tier: str | None = None) -> ModelVersion:
+    """Register an uploaded artifact: an MLflow model directory as a zip, or a scikit-learn model file.
+
+    The upload has already been streamed to disk (``upload_path``). Modelplane logs it to a run in the
+    uploads experiment and registers that; the pickle inside is scanned, never loaded.
+    """
+    name = _validate_name(model_name)
+    description = _validate_text("description", description, 5000)
+    tags = _validate_tags(tags)
+    risk_tier = _validate_risk_tier(risk_tier)
+    existing = RegisteredModel.objects.filter(name__iexact=name).first()
+    if existing is None:
+        require(actor, "model.register", _team(team_id))
+    size = upload_path.stat().st_size
+    if size == 0:
+        raise field_error("file", "The file is empty.", code="empty")
+    if size > settings.MODELPLANE_UPLOAD_MAX_BYTES:
+        raise ValidationFailed(f"file: larger than the {settings.MODELPLANE_UPLOAD_MAX_BYTES} byte limit.",
+                               code="too_large", fields={"file": ["too large"]}, status=413)
+    staging = Path(tempfile.mkdtemp(prefix="mp-upload-"))
+    try:
+        if filename.lower().endswith(".zip"):
+            model_dir = _stage_zip(upload_path, staging)
+        else:
+            model_dir = _stage_sklearn_file(upload_path, filename, staging)
+        files = _files_from_directory(model_dir)
+        model = _model_for_registration(actor=actor, name=name, team_id=team_id, description=description,
+                                        risk_tier=risk_tier)
+        run_id, source = mlf.log_uploaded_model(model_dir, model_name=model.name,
+                                                experiment_name=settings.MODELPLANE_UPLOAD_EXPERIMENT)
+        lineage = mlf.run_snapshot(run_id)
+        lineage["upload"] = {"filename": filename[:255], "bytes": size}
+        mv = mlf.model_version_create(model.name, source=source, run_id=run_id, description=description, tags=tags)
+        return _version_record(actor=actor, model=model, mlflow_version=mv, origin=ModelVersion.Origin.UPLOAD,
+                               files=files, lineage=lineage, description=description, tags=tags)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+# ----------------------------------------------------------------------------------------------- sync
+
+def registry_sync(*, actor: Actor) -> dict[str, Any]:
+    """Adopt versions created straight in MLflow. Returns what it did (adopted, unclaimed, errors).
+
+    A version of a model Modelplane knows joins that model. A model it does not know is adopted when its
+    ``modelplane.team`` tag names a team's slug; otherwise it is reported as unclaimed (the models page shows
+    platform admins the list).
+    """
+    known = {(n, v) for n, v in ModelVersion.objects.values_list("model__name", "version")}
+    models = {m.name: m for m in RegisteredModel.objects.select_related("team")}
+    report: dict[str, Any] = {"adopted": [], "unclaimed": [], "errors": []}
+    team_tag_cache: dict[str, str | None] = {}
+    for mv in sorted(mlf.versions_search(), key=lambda v: (v.name, int(v.version))):
+        key = (mv.name, int(mv.version))
+        if key in known or mv.status != "READY":
+            continue
+        try:
+            model = models.get(mv.name)
+            if model is None:
+                if mv.name not in team_tag_cache:
+                    team_tag_cache[mv.name] = mlf.registered_model_tags(mv.name).get(settings.MODELPLANE_TEAM_TAG)
+                slug = team_tag_cache[mv.name]
+                team = Team.objects.filter(slug=slug).first() if slug else None
+                if team is None:
+                    if mv.name not in report["unclaimed"]:
+                        report["unclaimed"].append(mv.name)
+                    continue
+            version = _adopt_version(actor=actor, mlflow_version=mv, team_id=model.team_id if model else team.pk)
+            models[mv.name] = version.model
+            report["adopted"].append(f"{mv.name} v{mv.version}")
+        except Exception as exc:  # noqa: BLE001 - one bad version must not stop the others; it is reported
+            log.warning("sync: could not adopt %s v%s: %s", mv.name, mv.version, exc)
+            report["errors"].append(f"{mv.name} v{mv.version}: {exc}")
+    return report
+
+
+@transaction.atomic
+def _adopt_version(*, actor: Actor, mlflow_version: Any, team_id: int) -> ModelVersion:
+    name = mlflow_version.name
+    model = RegisteredModel.objects.select_for_update().filter(name=name).first()
+    if model is None:
+        team = Team.objects.get(pk=team_id)
+        model = RegisteredModel.objects.create(team=team, name=name, created_by=None,
+                                               description=_validate_text("description", "", 5000))
+        audit_event_record(actor=actor, verb="model.adopted", target=model, after=model.snapshot(),
+                           reason=f"created in MLflow with {settings.MODELPLANE_TEAM_TAG}={team.slug}")
+    if model.versions.filter(version=int(mlflow_version.version)).exists():
+        return model.versions.get(version=int(mlflow_version.version))
+    files = mlf.model_files_read(f"models:/{name}/{mlflow_version.version}", field_name="source")
+    lineage = mlf.run_snapshot(mlflow_version.run_id) if mlflow_version.run_id else {}
+    tags = {k: v for k, v in (mlflow_version.tags or {}).items() if not k.startswith("mlflow.")}
+    return _version_record(actor=actor, model=model, mlflow_version=mlflow_version, origin=ModelVersion.Origin.SYNC,
+                           files=files, lineage=lineage, description=mlflow_version.description or "", tags=tags)
+
+
+# ----------------------------------------------------------------------------------------------- aliases
+
+def _alias_move(*, actor: Actor, model: RegisteredModel, alias: str, version: ModelVersion | None,
+                reason: str = "") -> AliasAssignment | None:
+    now = timezone.now()
+    current = AliasAssignment.objects.select_for_update().filter(model=model, alias=alias,
+                                                                 removed_at__isnull=True).first()
+    if version is not None and current is not None and current.version_id == version.pk:
+        return current
+    before = {"alias": alias, "version": current.version.version if current else None}
+    if current is not None:
+        current.removed_at, current.removed_by = now, actor.user
+        current.save(update_fields=["removed_at", "removed_by"])
+    assignment = None
+    if version is not None:
+        assignment = AliasAssignment.objects.create(model=model, alias=alias, version=version, assigned_at=now,
+                                                    assigned_by=actor.user)
+        mlf.alias_set(model.name, alias, version.version)
+    else:
+        mlf.alias_delete(model.name, alias)
+    audit_event_record(actor=actor, verb="alias.set" if version is not None else "alias.removed", target=model,
+                       before=before, after={"alias": alias, "version": version.version if version else None},
+                       reason=reason)
+    return assignment
+
+
+def _validate_alias(alias: str) -> str:
+    alias = (alias or "").strip()
+    if not alias:
+        raise field_error("alias", "This field is required.", code="required")
+    try:
+        alias_validator(alias)
+    except ValidationError as exc:
+        raise field_error("alias", " ".join(exc.messages)) from exc
+    if alias == "latest" or re.fullmatch(r"v\d+", alias):
+        raise field_error("alias", f"{alias!r} is reserved by MLflow.")
+    return alias
+
+
+def _refuse_production_alias(alias: str) -> None:
+    if alias in settings.MODELPLANE_PRODUCTION_ALIASES:
+        raise PermissionDenied(
+            f"The alias {alias!r} means production: it moves only through an approved promotion request "
+            "(the Approvals step). Ask for a promotion instead.",
+            code="promotion_required", fields={"alias": ["moves only through an approved promotion"]})
+
+
+@transaction.atomic
+def alias_set(*, actor: Actor, model_id: int, alias: str, version: int) -> AliasAssignment:
+    """Point an alias at a ready version (mirrored to MLflow); production aliases are refused here."""
+    model = RegisteredModel.objects.select_for_update().filter(pk=model_id).first()
+    if model is None:
+        raise NotFound("Model not found.")
+    require(actor, "alias.set", model)
+    alias = _validate_alias(alias)
+    _refuse_production_alias(alias)
+    try:
+        target = model.versions.get(version=int(version))
+    except (ModelVersion.DoesNotExist, TypeError, ValueError) as exc:
+        raise field_error("version", f"{model.name} has no version {version!r}.", code="does_not_exist") from exc
+    if target.status != ModelVersion.Status.READY:
+        raise Conflict(f"{target} is {target.get_status_display().lower()}; only a ready version takes an alias.",
+                       fields={"version": [f"status is {target.status}"]})
+    return _alias_move(actor=actor, model=model, alias=alias, version=target)
+
+
+@transaction.atomic
+def alias_remove(*, actor: Actor, model_id: int, alias: str) -> None:
+    model = RegisteredModel.objects.select_for_update().filter(pk=model_id).first()
+    if model is None:
+        raise NotFound("Model not found.")
+    require(actor, "alias.set", model)
+    alias = _validate_alias(alias)
+    _refuse_production_alias(alias)
+    if not model.alias_history.filter(alias=alias, removed_at__isnull=True).exists():
+        raise field_error("alias", f"{model.name} has no alias {alias!r}.", code="does_not_exist")
+    _alias_move(actor=actor, model=model, alias=alias, version=None)
+
+
+# ----------------------------------------------------------------------------------------------- cards
+
+@transaction.atomic
+def modelcard_revise(*, actor: Actor, version_id: int, changes: dict[str, Any]) -> ModelCard:
+    """Add a revision of a version's model card with ``changes`` applied to the newest one."""
+    version = ModelVersion.objects.select_for_update().select_related("model").filter(pk=version_id).first()
+    if version is None:
+        raise NotFound("Model version not found.")
+    require(actor, "model.update", version)
+    current = version.cards.order_by("-revision").first()
+    limits = {f: ModelCard._meta.get_field(f).max_length for f in ModelCard.TEXT_FIELDS}
+    errors: dict[str, list[str]] = {}
+    for key, value in changes.items():
+        if key == "metrics":
+            if not isinstance(value, dict) or not all(isinstance(v, (int, float)) for v in value.values()):
+                errors[key] = ["An object of metric names and numbers."]
+        elif key not in limits:
+            errors[key] = ["Not a model card field."]
+        elif not isinstance(value, str):
+            errors[key] = ["A string is required."]
+        elif limits[key] and len(value) > limits[key]:
+            errors[key] = [f"Ensure this field has no more than {limits[key]} characters (it has {len(value)})."]
+    if errors:
+        raise ValidationFailed("The model card is not valid.", fields=errors)
+    data = {f: getattr(current, f) for f in (*ModelCard.TEXT_FIELDS, "metrics")} if current else {}
+    data.update(changes)
+    card = ModelCard.objects.create(version=version, revision=(current.revision + 1) if current else 1,
+                                    edited_by=actor.user, **data)
+    audit_event_record(actor=actor, verb="modelcard.revised", target=version,
+                       before={k: (getattr(current, k) if current else None) for k in changes},
+                       after={**{k: getattr(card, k) for k in changes}, "revision": card.revision})
+    return card
+
+
+# ----------------------------------------------------------------------------------------------- scans
+
+@transaction.atomic
+def artifactscan_request(*, actor: Actor, version_id: int) -> ArtifactScan:
+    """Scan a version again (e.g. after a scanner update, or after a scan error)."""
+    version = ModelVersion.objects.select_for_update().select_related("model").filter(pk=version_id).first()
+    if version is None:
+        raise NotFound("Model version not found.")
+    require(actor, "model.register", version)
+    if version.status == ModelVersion.Status.ARCHIVED:
+        raise Conflict("An archived version is not scanned.", fields={"version": ["archived"]})
+    if version.scans.filter(status__in=[ArtifactScan.Status.QUEUED, ArtifactScan.Status.RUNNING]).exists():
+        raise Conflict("A scan of this version is already queued or running.", fields={"version": ["scan running"]})
+    before = version.snapshot()
+    if version.status != ModelVersion.Status.PENDING_SCAN:
+        version.transition_to(ModelVersion.Status.PENDING_SCAN)
+        version.save(update_fields=["status", "updated_at"])
+    scan = ArtifactScan.objects.create(version=version)
+    audit_event_record(actor=actor, verb="scan.requested", target=version, before=before, after=version.snapshot())
+    transaction.on_commit(lambda: _queue_scan(scan.pk))
+    return scan
+
+
+@transaction.atomic
+def artifactscan_begin(*, actor: Actor, scan_id: int) -> ArtifactScan | None:
+    """Mark a queued scan as running; None when another worker took it (tasks are delivered at least once)."""
+    scan = ArtifactScan.objects.select_for_update().filter(pk=scan_id).first()
+    if scan is None or scan.status != ArtifactScan.Status.QUEUED:
+        return None
+    scan.status, scan.started_at = ArtifactScan.Status.RUNNING, timezone.now()
+    scan.save(update_fields=["status", "started_at", "updated_at"])
+    return scan
+
+
+@transaction.atomic
+def artifactscan_complete(*, actor: Actor, scan_id: int, result: Any = None, error: str = "") -> ArtifactScan:
+    """Record a scan's findings and decide the version: ready, or blocked by a critical or high finding."""
+    scan = ArtifactScan.objects.select_for_update().select_related("version__model").get(pk=scan_id)
+    version = ModelVersion.objects.select_for_update().get(pk=scan.version_id)
+    require(actor, "scan.override", version)  # only the system (or a platform admin) records scan results
+    before = version.snapshot()
+    scan.finished_at = timezone.now()
+    if error:
+        scan.status, scan.error = ArtifactScan.Status.ERROR, error[:5000]
+    else:
+        ScanFinding.objects.bulk_create([
+            ScanFinding(scan=scan, severity=f.severity, scanner=f.scanner[:50], file=f.file[:500],
+                        code=f.code[:100], message=f.message[:5000])
+            for f in result.findings
+        ])
+        scan.files_scanned = result.files_scanned
+        scan.scanners = result.scanners
+        scan.max_severity = result.max_severity or ""
+        scan.status = ArtifactScan.Status.BLOCKED if result.blocked else ArtifactScan.Status.PASSED
+        if version.status == ModelVersion.Status.PENDING_SCAN:
+            version.transition_to(ModelVersion.Status.BLOCKED if result.blocked else ModelVersion.Status.READY)
+            version.status_message = (f"Blocked by the artifact scan ({scan.max_severity} finding)."
+                                      if result.blocked else "")
+            version.save(update_fields=["status", "status_message", "updated_at"])
+    scan.save()
+    audit_event_record(actor=actor, verb="scan.completed", target=version, before=before,
+                       after={**version.snapshot(), "scan": scan.pk, "scan_status": scan.status,
+                              "max_severity": scan.max_severity, "findings": scan.findings.count()})
+    return scan
+
+
+@transaction.atomic
+def artifactscan_override(*, actor: Actor, scan_id: int, justification: str) -> ArtifactScan:
+    """A platform admin releases a blocked version, with a written justification."""
+    scan = ArtifactScan.objects.select_for_update().select_related("version__model").filter(pk=scan_id).first()
+    if scan is None:
+        raise NotFound("Scan not found.")
+    version = ModelVersion.objects.select_for_update().get(pk=scan.version_id)
+    require(actor, "model.view", version)
+    require(actor, "scan.override", version)
+    justification = (justification or "").strip()
+    if len(justification) < 20:
+        raise field_error("justification", "Write at least 20 characters: why is this finding acceptable?")
+    _validate_text("justification", justification, 5000)
+    if scan.status != ArtifactScan.Status.BLOCKED or version.status != ModelVersion.Status.BLOCKED:
+        raise Conflict("Only the blocking scan of a blocked version can be overridden.",
+                       fields={"scan": [f"scan is {scan.status}, version is {version.status}"]})
+    before = version.snapshot()
+    scan.overridden_by, scan.override_justification, scan.overridden_at = actor.user, justification, timezone.now()
+    scan.save()
+    version.transition_to(ModelVersion.Status.READY)
+    version.status_message = f"Released by {actor.name} despite the scan: {justification[:200]}"
+    version.save(update_fields=["status", "status_message", "updated_at"])
+    audit_event_record(actor=actor, verb="scan.overridden", target=version, before=before, after=version.snapshot(),
+                       reason=justification)
+    return scan
+
+
+@transaction.atomic
+def modelversion_archive(*, actor: Actor, version_id: int, reason: str = "") -> ModelVersion:
+    """Archive a version: it keeps its history but takes no alias and no deployment."""
+    version = ModelVersion.objects.select_for_update().select_related("model").filter(pk=version_id).first()
+    if version is None:
+        raise NotFound("Model version not found.")
+    require(actor, "model.update", version)
+    if version.model.alias_history.filter(version=version, removed_at__isnull=True,
+                                          alias__in=settings.MODELPLANE_PRODUCTION_ALIASES).exists():
+        raise Conflict("This version holds a production alias; promote another version first.",
+                       fields={"version": ["holds a production alias"]})
+    before = version.snapshot()
+    version.transition_to(ModelVersion.Status.ARCHIVED)
+    version.save(update_fields=["status", "updated_at"])
+    for assignment in version.model.alias_history.filter(version=version, removed_at__isnull=True):
+        _alias_move(actor=actor, model=version.model, alias=assignment.alias, version=None,
+                    reason="version archived")
+    audit_event_record(actor=actor, verb="modelversion.archived", target=version, before=before,
+                       after=version.snapshot(), reason=_validate_text("reason", reason, 2000))
+    return version
