@@ -1,6 +1,8 @@
 """Settings for the test suite: the real PostgreSQL and Redis (tests/conftest.py finds or starts them)."""
 from .base import *  # noqa: F401,F403
-from .base import REST_FRAMEWORK, env
+import os
+
+from .base import DATABASES, REST_FRAMEWORK, env
 
 DEBUG = False
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # speed only; production keeps PBKDF2
@@ -20,3 +22,6 @@ REST_FRAMEWORK = {
     "DEFAULT_THROTTLE_RATES": {"anon": "10000/min", "user": "100000/min"},
 }
 WHITENOISE_AUTOREFRESH = True
+
+# One test database per run, so that two runs on one machine (developers, helpers, CI) never drop each other's.
+DATABASES["default"]["TEST"] = {"NAME": f"test_modelplane_{os.getpid()}"}
