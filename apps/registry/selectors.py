@@ -20,6 +20,14 @@ def registeredmodel_list(*, actor: Actor, filters: dict | None = None) -> QueryS
     """Models of the actor's teams, with their current aliases; ``filters``: q (name), tag (key or key=value),
     team (id), alias, risk_tier, status (a version status that at least one version has), archived."""
     qs = scope_to_teams(RegisteredModel.objects.select_related("team"), actor, "model.view")
+    return registeredmodel_filter(qs, filters).prefetch_related(
+        Prefetch("alias_history", queryset=AliasAssignment.objects.filter(removed_at__isnull=True)
+                 .select_related("version"), to_attr="current_aliases"))
+
+
+def registeredmodel_filter(qs: QuerySet[RegisteredModel], filters: dict | None) -> QuerySet[RegisteredModel]:
+    """Narrow an already scoped queryset of models by ``filters`` (see registeredmodel_list); the API's
+    FilterSet hands its validated query parameters here, so the page and the API filter alike."""
     f = filters or {}
     if f.get("q"):
         qs = qs.filter(name__icontains=f["q"])
@@ -33,14 +41,13 @@ def registeredmodel_list(*, actor: Actor, filters: dict | None = None) -> QueryS
         qs = qs.filter(versions__status=f["status"])
     if f.get("tag"):
         key, _, value = str(f["tag"]).partition("=")
-        qs = qs.filter(tags__has_key=key) if not value else qs.filter(**{f"tags__{key}": value})
+        # containment, not a key path: a key such as "isnull" or "a__b" must not become a lookup
+        qs = qs.filter(tags__has_key=key) if not value else qs.filter(tags__contains={key: value})
     if str(f.get("archived", "")).lower() in ("1", "true", "yes"):
         qs = qs.filter(archived_at__isnull=False)
     elif f.get("archived") is not None and str(f.get("archived")).lower() in ("0", "false", "no"):
         qs = qs.filter(archived_at__isnull=True)
-    return qs.distinct().prefetch_related(
-        Prefetch("alias_history", queryset=AliasAssignment.objects.filter(removed_at__isnull=True)
-                 .select_related("version"), to_attr="current_aliases"))
+    return qs.distinct()
 
 
 def registeredmodel_get(*, actor: Actor, pk: int) -> RegisteredModel:
@@ -88,6 +95,20 @@ def modelcard_current(*, version: ModelVersion) -> ModelCard | None:
 
 def scan_latest(*, version: ModelVersion) -> ArtifactScan | None:
     return version.scans.prefetch_related("findings").order_by("-created_at").first()
+
+
+def artifactscan_list(*, actor: Actor) -> QuerySet[ArtifactScan]:
+    """Scans of the versions of the actor's teams, newest first."""
+    return scope_to_teams(ArtifactScan.objects.select_related("version", "version__model", "overridden_by"),
+                          actor, "model.view", field="version__model__team_id")
+
+
+def artifactscan_get(*, actor: Actor, pk: int) -> ArtifactScan:
+    scan = scope_to_teams(ArtifactScan.objects.select_related("version", "version__model", "version__model__team"),
+                          actor, "model.view", field="version__model__team_id").filter(pk=pk).first()
+    if scan is None:
+        raise NotFound("Scan not found.")
+    return scan
 
 
 def alias_history(*, model: RegisteredModel) -> QuerySet[AliasAssignment]:

@@ -31,6 +31,7 @@ from apps.registry.models import (
     ArtifactScan,
     ModelCard,
     ModelVersion,
+    ReferenceProfile,
     RegisteredModel,
     RiskTier,
     ScanFinding,
@@ -75,8 +76,10 @@ def _validate_tags(tags: Any) -> dict[str, str]:
         raise field_error("tags", f"At most {MAX_TAGS} tags.")
     out: dict[str, str] = {}
     for key, value in tags.items():
-        if not isinstance(key, str) or not key or len(key) > 250 or key.startswith("mlflow."):
-            raise field_error("tags", f"Tag key {key!r} must be 1 to 250 characters and not start with 'mlflow.'.")
+        if (not isinstance(key, str) or not key or len(key) > 250 or key.startswith("mlflow.")
+                or key == settings.MODELPLANE_TEAM_TAG):
+            raise field_error("tags", f"Tag key {key!r} must be 1 to 250 characters, not start with 'mlflow.' and "
+                                      f"not be {settings.MODELPLANE_TEAM_TAG!r} (Modelplane's own).")
         if not isinstance(value, (str, int, float, bool)) or len(str(value)) > 5000:
             raise field_error("tags", f"Tag {key!r} must have a string value of at most 5000 characters.")
         out[key] = str(value)
@@ -107,10 +110,10 @@ def _team(team_id: Any) -> Team:
 # ----------------------------------------------------------------------------------------------- models
 
 def _model_create(*, actor: Actor, team: Team, name: str, description: str, risk_tier: str | None,
-                  tags: dict[str, str]) -> RegisteredModel:
+                  tags: dict[str, str], name_field: str = "model_name") -> RegisteredModel:
     require(actor, "model.register", team)
     if RegisteredModel.objects.filter(name__iexact=name).exists():
-        raise Conflict(f"A registered model named {name!r} already exists.", fields={"model_name": ["already exists"]})
+        raise Conflict(f"A registered model named {name!r} already exists.", fields={name_field: ["already exists"]})
     mlf.registered_model_ensure(name, description=description, tags={**tags, settings.MODELPLANE_TEAM_TAG: team.slug})
     model = RegisteredModel.objects.create(team=team, name=name, description=description, tags=tags,
                                            risk_tier=risk_tier or RiskTier.MEDIUM, created_by=actor.user)
@@ -126,7 +129,7 @@ def registeredmodel_create(*, actor: Actor, team_id: int, name: str, description
     require(actor, "model.register", team)
     return _model_create(actor=actor, team=team, name=_validate_name(name, "name"),
                          description=_validate_text("description", description, 5000),
-                         risk_tier=_validate_risk_tier(risk_tier), tags=_validate_tags(tags))
+                         risk_tier=_validate_risk_tier(risk_tier), tags=_validate_tags(tags), name_field="name")
 
 
 @transaction.atomic
@@ -156,6 +159,21 @@ def registeredmodel_update(*, actor: Actor, model_id: int, description: str | No
                 c.delete_registered_model_tag(model.name, key)
     audit_event_record(actor=actor, verb="model.updated", target=model, before=before, after=model.snapshot())
     return model
+
+
+def _require_may_register(*, actor: Actor, name: str, team_id: Any) -> None:
+    """May the actor add a version under ``name``? Asked before anything else, MLflow included, so that someone
+    who may not register learns nothing about runs or files. _model_for_registration asks again under the lock."""
+    existing = RegisteredModel.objects.filter(name__iexact=name).first()
+    if existing is None:
+        require(actor, "model.register", _team(team_id))
+    elif has_perm(actor, "model.view", existing):
+        require(actor, "model.register", existing)
+    elif not has_perm(actor, "model.register"):
+        raise PermissionDenied("You do not have permission to do this (model.register).")
+    else:
+        raise Conflict(f"The model name {name!r} is taken by another team.",
+                       fields={"model_name": ["taken by another team"]})
 
 
 def _model_for_registration(*, actor: Actor, name: str, team_id: Any, description: str,
@@ -227,6 +245,8 @@ def modelversion_register_from_run(*, actor: Actor, model_name: str, run_id: str
                                    risk_tier: str | None = None) -> ModelVersion:
     """Register the MLflow model that a run logged (``runs:/<run_id>/<artifact_path>``) as a new version."""
     name = _validate_name(model_name)
+    # Permission before any MLflow call: someone who may not register learns nothing about runs.
+    _require_may_register(actor=actor, name=name, team_id=team_id)
     run_id = (run_id or "").strip()
     if not RUN_ID_RE.match(run_id):
         raise field_error("run_id", "An MLflow run id is 32 lower-case hexadecimal characters.")
@@ -237,10 +257,6 @@ def modelversion_register_from_run(*, actor: Actor, model_name: str, run_id: str
     description = _validate_text("description", description, 5000)
     tags = _validate_tags(tags)
     risk_tier = _validate_risk_tier(risk_tier)
-    # Permission before any MLflow call: someone who may not register learns nothing about runs.
-    existing = RegisteredModel.objects.filter(name__iexact=name).first()
-    if existing is None:
-        require(actor, "model.register", _team(team_id))
     lineage = mlf.run_snapshot(run_id)
     source = f"runs:/{run_id}/{artifact_path}"
     files = mlf.model_files_read(source)
@@ -370,12 +386,10 @@ def modelversion_register_from_upload(*, actor: Actor, model_name: str, upload_p
     uploads experiment and registers that; the pickle inside is scanned, never loaded.
     """
     name = _validate_name(model_name)
+    _require_may_register(actor=actor, name=name, team_id=team_id)
     description = _validate_text("description", description, 5000)
     tags = _validate_tags(tags)
     risk_tier = _validate_risk_tier(risk_tier)
-    existing = RegisteredModel.objects.filter(name__iexact=name).first()
-    if existing is None:
-        require(actor, "model.register", _team(team_id))
     size = upload_path.stat().st_size
     if size == 0:
         raise field_error("file", "The file is empty.", code="empty")
@@ -671,6 +685,7 @@ def modelversion_archive(*, actor: Actor, version_id: int, reason: str = "") -> 
     if version is None:
         raise NotFound("Model version not found.")
     require(actor, "model.update", version)
+    reason = _validate_text("reason", reason, 2000)  # before MLflow's aliases are touched
     if version.model.alias_history.filter(version=version, removed_at__isnull=True,
                                           alias__in=settings.MODELPLANE_PRODUCTION_ALIASES).exists():
         raise Conflict("This version holds a production alias; promote another version first.",
@@ -682,5 +697,59 @@ def modelversion_archive(*, actor: Actor, version_id: int, reason: str = "") -> 
         _alias_move(actor=actor, model=version.model, alias=assignment.alias, version=None,
                     reason="version archived")
     audit_event_record(actor=actor, verb="modelversion.archived", target=version, before=before,
-                       after=version.snapshot(), reason=_validate_text("reason", reason, 2000))
+                       after=version.snapshot(), reason=reason)
     return version
+
+
+# ----------------------------------------------------------------------------------------------- profiles
+
+def _profile_record(*, actor: Actor, version_id: int, path: Path, source: str) -> ReferenceProfile:
+    from apps.registry.profiling import profile_file
+
+    profile = profile_file(path, max_bytes=settings.MODELPLANE_UPLOAD_MAX_BYTES)  # ProfileInputError is a 400
+    with transaction.atomic():
+        version = ModelVersion.objects.select_for_update().select_related("model").filter(pk=version_id).first()
+        if version is None:
+            raise NotFound("Model version not found.")
+        require(actor, "model.update", version)
+        record = ReferenceProfile.objects.create(version=version, source=source[:500],
+                                                 row_count=profile["row_count"], features=profile)
+        audit_event_record(actor=actor, verb="profile.created", target=version,
+                           after={"profile": record.pk, "source": record.source, "rows": record.row_count,
+                                  "features": sorted(profile["features"])})
+    return record
+
+
+def referenceprofile_create_from_upload(*, actor: Actor, version_id: int, upload_path: Path,
+                                        filename: str) -> ReferenceProfile:
+    """Profile an uploaded reference file (CSV or Parquet) for a version; drift compares against it."""
+    version = ModelVersion.objects.select_related("model").filter(pk=version_id).first()
+    if version is None:
+        raise NotFound("Model version not found.")
+    require(actor, "model.update", version)  # before reading a byte of the file
+    return _profile_record(actor=actor, version_id=version_id, path=upload_path,
+                           source=f"upload:{Path(filename).name}")
+
+
+def referenceprofile_create_from_run(*, actor: Actor, version_id: int, artifact_path: str) -> ReferenceProfile:
+    """Profile a CSV or Parquet file that the version's run logged as an artifact (e.g. its training data)."""
+    import mlflow
+
+    version = ModelVersion.objects.select_related("model").filter(pk=version_id).first()
+    if version is None:
+        raise NotFound("Model version not found.")
+    require(actor, "model.update", version)
+    if not version.run_id:
+        raise field_error("artifact_path", "This version has no MLflow run to read a dataset from.")
+    artifact_path = (artifact_path or "").strip().strip("/")
+    if not artifact_path or ".." in PurePosixPath(artifact_path).parts:
+        raise field_error("artifact_path", "A relative path of a file in the run's artifacts.")
+    with tempfile.TemporaryDirectory(prefix="mp-profile-") as tmp:
+        missing = field_error("artifact_path", f"The run has no artifact {artifact_path!r}.", code="does_not_exist")
+        with mlf.mlflow_call(f"downloading {artifact_path}", not_found=missing):
+            local = mlflow.artifacts.download_artifacts(run_id=version.run_id, artifact_path=artifact_path,
+                                                        dst_path=tmp, tracking_uri=settings.MLFLOW_TRACKING_URI)
+        if not Path(local).is_file():
+            raise field_error("artifact_path", "That artifact is a directory; name a CSV or Parquet file.")
+        return _profile_record(actor=actor, version_id=version_id, path=Path(local),
+                               source=f"runs:/{version.run_id}/{artifact_path}")
