@@ -239,6 +239,11 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # Several models have a field named "status"; each choice set gets its own component name.
+    "ENUM_NAME_OVERRIDES": {
+        "ModelVersionStatusEnum": "apps.registry.models.ModelVersion.Status",
+        "ArtifactScanStatusEnum": "apps.registry.models.ArtifactScan.Status",
+    },
 }
 
 CELERY_BROKER_URL = env("CELERY_BROKER_URL", REDIS_URL)

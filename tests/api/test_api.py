@@ -98,7 +98,7 @@ def test_me_is_read_only(w):
 
 def test_api_root_lists_the_resources(w):
     body = w.client(w.bob).get("/api/v1/").json()
-    assert set(body) == {"users", "teams", "memberships", "tokens", "audit-events"}
+    assert set(body) == {"users", "teams", "memberships", "tokens", "audit-events", "models", "versions"}
 
 
 # ---------------------------------------------------------------- users

@@ -4,6 +4,12 @@ from rest_framework.routers import DefaultRouter
 
 from apps.accounts.api.views import ApiTokenViewSet, MembershipViewSet, MeView, TeamViewSet, UserViewSet
 from apps.audit.api.views import AuditEventViewSet
+from apps.registry.api.views import (
+    ArtifactScanViewSet,
+    MlflowWebhookView,
+    ModelVersionViewSet,
+    RegisteredModelViewSet,
+)
 
 router = DefaultRouter(trailing_slash=True)
 router.register("users", UserViewSet, basename="user")
@@ -11,5 +17,9 @@ router.register("teams", TeamViewSet, basename="team")
 router.register("memberships", MembershipViewSet, basename="membership")
 router.register("tokens", ApiTokenViewSet, basename="token")
 router.register("audit-events", AuditEventViewSet, basename="auditevent")
+router.register("models", RegisteredModelViewSet, basename="model")
+router.register("versions", ModelVersionViewSet, basename="version")
+router.register("scans", ArtifactScanViewSet, basename="scan")
 
 urlpatterns = [path("me/", MeView.as_view(), name="me"), *router.urls]
+urlpatterns += [path("hooks/mlflow/", MlflowWebhookView.as_view(), name="mlflow-webhook")]
