@@ -17,7 +17,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from apps.accounts.models import Team
@@ -115,8 +115,13 @@ def _model_create(*, actor: Actor, team: Team, name: str, description: str, risk
     if RegisteredModel.objects.filter(name__iexact=name).exists():
         raise Conflict(f"A registered model named {name!r} already exists.", fields={name_field: ["already exists"]})
     mlf.registered_model_ensure(name, description=description, tags={**tags, settings.MODELPLANE_TEAM_TAG: team.slug})
-    model = RegisteredModel.objects.create(team=team, name=name, description=description, tags=tags,
-                                           risk_tier=risk_tier or RiskTier.MEDIUM, created_by=actor.user)
+    try:
+        with transaction.atomic():  # a concurrent create of the same name is a 409, not a 500
+            model = RegisteredModel.objects.create(team=team, name=name, description=description, tags=tags,
+                                                   risk_tier=risk_tier or RiskTier.MEDIUM, created_by=actor.user)
+    except IntegrityError as exc:
+        raise Conflict(f"A registered model named {name!r} already exists.",
+                       fields={name_field: ["already exists"]}) from exc
     audit_event_record(actor=actor, verb="model.created", target=model, after=model.snapshot())
     return model
 

@@ -37,6 +37,13 @@ class LimitedTemporaryFileUploadHandler(TemporaryFileUploadHandler):
         raise StopUpload(connection_reset=True)
 
 
+def human_bytes(n: int) -> str:
+    for unit, size in (("GB", 1024 ** 3), ("MB", 1024 ** 2), ("KB", 1024)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}".replace(".0 ", " ")
+    return f"{n} bytes"
+
+
 def limited_upload_handlers(request) -> list:
     return [LimitedTemporaryFileUploadHandler(request)]
 
@@ -47,6 +54,5 @@ def upload_too_large(request) -> bool:
 
 def too_large_error() -> ValidationFailed:
     limit = settings.MODELPLANE_UPLOAD_MAX_BYTES
-    return ValidationFailed(f"file: the upload is larger than the limit of {limit} bytes "
-                            f"({limit / 1024 / 1024:.0f} MB).", code="too_large",
+    return ValidationFailed(f"file: the upload is larger than the limit of {human_bytes(limit)}.", code="too_large",
                             fields={"file": [f"larger than {limit} bytes"]}, status=413)

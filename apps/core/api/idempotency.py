@@ -32,7 +32,13 @@ class IdempotencyMiddleware:
                                            {"Idempotency-Key": ["invalid length"]}), status=400)
         caller = request.headers.get("Authorization") or request.COOKIES.get("sessionid") or "anonymous"
         scope = hashlib.sha256(f"{caller}\n{key}".encode()).hexdigest()
-        fingerprint = hashlib.sha256(request.method.encode() + request.path.encode() + b"\n" + request.body).hexdigest()
+        if request.content_type == "multipart/form-data":
+            # Uploads stream to disk and may be hundreds of MB: never read them into memory here. Their
+            # fingerprint is the declared length, so a retry of the same upload still matches.
+            body_print = f"multipart:{request.META.get('CONTENT_LENGTH', '')}".encode()
+        else:
+            body_print = request.body
+        fingerprint = hashlib.sha256(request.method.encode() + request.path.encode() + b"\n" + body_print).hexdigest()
         cache_key = f"idem:{scope}"
         stored = cache.get(cache_key)
         if stored is not None:
