@@ -61,3 +61,15 @@ def sync_registry() -> dict:
         cache.delete("registry:sync:lock")
     cache.set(SYNC_REPORT_KEY, report, 24 * 3600)
     return report
+
+
+try:  # Build the scanner's scikit-learn allowlist once per worker process, not on the first scan (5-8 s).
+    from celery.signals import worker_process_init
+
+    @worker_process_init.connect
+    def _warm_scanner(**_kwargs) -> None:
+        from apps.registry import pickle_allowlist
+
+        pickle_allowlist.callables_for(pickle_allowlist.families_for(set()))
+except ImportError:  # pragma: no cover - celery is a dependency; this only guards odd environments
+    pass
