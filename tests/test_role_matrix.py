@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import transaction
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
@@ -56,6 +57,22 @@ API_ALL_200 = row(401, 200,    200,     200,    200,     200,    200,     200)
 API_AUDIT = row(401,   403,    403,     403,    200,     200,    200,     200)
 API_PA_ONLY = row(401, 403,    403,     403,    403,     403,    403,     201)
 PAGE_POST_ONLY = row(LOGIN, 405, 405,   405,    405,     405,    405,     405)
+# registry pages: model.register / model.update / alias.set are the builders' verbs (data scientist, ML engineer,
+# team admin; platform admins hold every team verb)
+REGISTER_200 = row(LOGIN, 403, 200,     200,    403,     403,    200,     200)
+REGISTER_400 = row(LOGIN, 403, 400,     400,    403,     403,    400,     400)
+REGISTER_302 = row(LOGIN, 403, 302,     302,    403,     403,    302,     302)
+OTHER_404 = row(LOGIN,   404,    404,     404,    404,     404,    404,     200)
+EXPERIMENTS_503 = row(LOGIN, 403, 503,  503,    403,     403,    503,     503)
+
+
+def OTHER_404_PA(answer) -> tuple:
+    """Another team's object: a 404 for every team role, ``answer`` for the platform admin."""
+    return row(LOGIN, 404, 404, 404, 404, 404, 404, answer)
+
+
+def PA_ONLY(answer) -> tuple:
+    return row(LOGIN, 403, 403, 403, 403, 403, 403, answer)
 
 TABLE: dict[str, dict[str, tuple | dict]] = {
     # ------------------------------------------------------------ the shell
@@ -65,7 +82,6 @@ TABLE: dict[str, dict[str, tuple | dict]] = {
     "core:team_switch": {"GET": PAGE_POST_ONLY,
                          "POST": row(LOGIN, 302, 302, 302, 302, 302, 302, 302)},
     # "not yet" areas: every team role holds model/deployment/promotion/monitoring/cost .view (ROLE_VERBS _READ)
-    "core:area_models": {"GET": ALL_200},
     "core:area_deployments": {"GET": ALL_200},
     "core:area_approvals": {"GET": ALL_200},
     "core:area_monitoring": {"GET": ALL_200},
@@ -103,6 +119,46 @@ TABLE: dict[str, dict[str, tuple | dict]] = {
         # answer for another team's event tells them nothing either.
         "GET": own_other(AUDIT_200, row(LOGIN, 403, 403, 403, 404, 404, 404, 200)),
     },
+    # ------------------------------------------------------------ registry pages
+    # Objects are rows made with the ORM (_page_version and friends below); MLflow is never reached. A form that
+    # would call MLflow is posted with input that its form or service refuses right after the permission
+    # check, so a 400 answers "allowed" and a 403/404 "refused". The experiments pages read MLflow and nothing
+    # else: the matrix points MLflow at a closed port (_mlflow_unreachable), so "allowed" is MLflow's 503 there,
+    # which also shows that MLflow being down is a 503 page and never a 500. tests/registry/test_pages.py has
+    # every success path against a real MLflow.
+    "registry:model_list": {"GET": ALL_200},
+    "registry:register": {"GET": REGISTER_200,
+                          # {"team": own/other, "run_id": "not-hex"}: the other team is not among the choices
+                          "POST": own_other(REGISTER_400, REGISTER_400)},
+    # multipart {"file": notes.txt, "team": own/other}: the form or the service refuses the team, then the file
+    "registry:upload": {"GET": REGISTER_200, "POST": own_other(REGISTER_400, REGISTER_400)},
+    "registry:model_detail": {"GET": own_other(ALL_200, OTHER_404)},
+    "registry:model_edit": {"GET": own_other(REGISTER_200, OTHER_404),
+                            "POST": own_other(REGISTER_400, OTHER_404_PA(400))},  # {"risk_tier": "extreme"}
+    "registry:aliases": {"GET": own_other(ALL_200, OTHER_404),
+                         # {"alias": "staging", "version": 999}: no such ready version
+                         "POST": own_other(REGISTER_400, OTHER_404_PA(400))},
+    "registry:alias_remove": {"GET": PAGE_POST_ONLY,
+                              # {"alias": "staging"} that no version holds
+                              "POST": own_other(REGISTER_400, OTHER_404_PA(400))},
+    "registry:version_detail": {"GET": own_other(ALL_200, OTHER_404)},
+    "registry:card_edit": {"GET": own_other(REGISTER_200, OTHER_404),
+                           "POST": own_other(REGISTER_302, OTHER_404_PA(302))},  # a new revision
+    "registry:card_export_html": {"GET": own_other(ALL_200, OTHER_404)},
+    "registry:card_export_json": {"GET": own_other(ALL_200, OTHER_404)},
+    "registry:scan_status": {"GET": own_other(ALL_200, OTHER_404)},
+    "registry:scan_request": {"GET": PAGE_POST_ONLY,
+                              "POST": own_other(REGISTER_302, OTHER_404_PA(302))},  # a ready version, scan again
+    "registry:version_archive": {"GET": own_other(REGISTER_200, OTHER_404),
+                                 "POST": own_other(REGISTER_302, OTHER_404_PA(302))},
+    # a blocked scan: releasing it is a platform admin's alone
+    "registry:scan_override": {"GET": own_other(PA_ONLY(200), OTHER_404),
+                               "POST": own_other(PA_ONLY(302), OTHER_404_PA(302))},
+    # MLflow's experiments have no team: experiment.view in any team opens them all (403 without it)
+    "registry:experiment_list": {"GET": EXPERIMENTS_503},
+    "registry:experiment_detail": {"GET": EXPERIMENTS_503},
+    "registry:run_detail": {"GET": EXPERIMENTS_503},
+    "registry:run_compare": {"GET": EXPERIMENTS_503},
     # ------------------------------------------------------------ API
     "api:api-root": {"GET": API_ALL_200},
     "api:me": {"GET": API_ALL_200},
@@ -130,6 +186,61 @@ TABLE: dict[str, dict[str, tuple | dict]] = {
     "api:token-revoke": {"POST": own_other(API_ALL_200, row(401, 404, 404, 404, 404, 404, 404, 404))},
     "api:auditevent-list": {"GET": API_AUDIT},
     "api:auditevent-detail": {"GET": own_other(API_AUDIT, row(401, 403, 403, 403, 404, 404, 404, 200))},
+    # ------------------------------------------------------------ registry API
+    # The objects are rows made with the ORM (no MLflow; see _registry_* below). A write that would reach MLflow
+    # gets a body its service refuses right after the permission check: a 400 says "allowed", so the answers
+    # still say who may, without MLflow.
+    "api:model-list": {
+        "GET": API_ALL_200,
+        # {"team": own/other, "name": "bad name!"}: may this role create a model in that team?
+        "POST": own_other(row(401, 403, 400, 400, 403, 403, 400, 400),
+                          row(401, 404, 404, 404, 404, 404, 404, 400)),
+    },
+    "api:model-detail": {
+        "GET": own_other(API_ALL_200, row(401, 404, 404, 404, 404, 404, 404, 200)),
+        # {"risk_tier": "low"}: a change that MLflow does not mirror
+        "PATCH": own_other(row(401, 403, 200, 200, 403, 403, 200, 200),
+                           row(401, 404, 404, 404, 404, 404, 404, 200)),
+    },
+    "api:model-aliases": {
+        "GET": own_other(API_ALL_200, row(401, 404, 404, 404, 404, 404, 404, 200)),
+        # {"alias": "staging", "version": 999}: no such version
+        "POST": own_other(row(401, 403, 400, 400, 403, 403, 400, 400),
+                          row(401, 404, 404, 404, 404, 404, 404, 400)),
+    },
+    # DELETE .../aliases/staging/ of a model where no version holds it
+    "api:model-alias-remove": {"DELETE": own_other(row(401, 403, 400, 400, 403, 403, 400, 400),
+                                                   row(401, 404, 404, 404, 404, 404, 404, 400))},
+    "api:version-list": {"GET": API_ALL_200},
+    "api:version-detail": {"GET": own_other(API_ALL_200, row(401, 404, 404, 404, 404, 404, 404, 200))},
+    # {"model_name": new, "run_id": "not-hex", "team": own/other}: permission first, then the run id
+    "api:version-register-from-run": {"POST": own_other(row(401, 403, 400, 400, 403, 403, 400, 400),
+                                                        row(401, 404, 404, 404, 404, 404, 404, 400))},
+    # multipart with a .txt file (no model): roles that may register nowhere are refused before the file is
+    # read (403 even for the other team); the others reach the service, which checks the team, then the file.
+    "api:version-upload": {"POST": own_other(row(401, 403, 400, 400, 403, 403, 400, 400),
+                                             row(401, 403, 404, 404, 403, 403, 404, 400))},
+    "api:version-lineage": {"GET": own_other(API_ALL_200, row(401, 404, 404, 404, 404, 404, 404, 200))},
+    "api:version-card": {
+        "GET": own_other(API_ALL_200, row(401, 404, 404, 404, 404, 404, 404, 200)),
+        "POST": own_other(row(401, 403, 201, 201, 403, 403, 201, 201),  # {"intended_use": ...}: a revision
+                          row(401, 404, 404, 404, 404, 404, 404, 201)),
+    },
+    "api:version-card-export": {"GET": own_other(API_ALL_200, row(401, 404, 404, 404, 404, 404, 404, 200))},
+    "api:version-scans": {
+        "GET": own_other(API_ALL_200, row(401, 404, 404, 404, 404, 404, 404, 200)),
+        "POST": own_other(row(401, 403, 202, 202, 403, 403, 202, 202),  # a fresh ready version: scan again
+                          row(401, 404, 404, 404, 404, 404, 404, 202)),
+    },
+    "api:version-archive": {"POST": own_other(row(401, 403, 200, 200, 403, 403, 200, 200),
+                                              row(401, 404, 404, 404, 404, 404, 404, 200))},
+    "api:scan-detail": {"GET": own_other(API_ALL_200, row(401, 404, 404, 404, 404, 404, 404, 200))},
+    # a fresh blocked scan, a real justification: releasing a blocked version is a platform admin's alone
+    "api:scan-override": {"POST": own_other(row(401, 403, 403, 403, 403, 403, 403, 200),
+                                            row(401, 404, 404, 404, 404, 404, 404, 200))},
+    # MLflow's webhook authenticates by its HMAC signature, never by session or token. The matrix configures no
+    # secret, so it refuses everyone alike; signatures are tested in tests/registry/test_api.py.
+    "api:mlflow-webhook": {"POST": row(503, 503, 503, 503, 503, 503, 503, 503)},
     # ------------------------------------------------------------ API description (public: it holds no data)
     "schema": {"GET": row(200, 200, 200, 200, 200, 200, 200, 200)},
     "api-docs": {"GET": row(200, 200, 200, 200, 200, 200, 200, 200)},
@@ -320,6 +431,44 @@ REQUESTS = {
         reverse("accounts:membership_remove", args=[w.fresh_membership(which or "own").pk]), None),
     "audit:event_list": _static("audit:event_list"),
     "audit:event_detail": lambda w, m, which, role: (reverse("audit:event_detail", args=[w.events[which]]), None),
+    # registry pages (objects: _page_* below)
+    "registry:model_list": _static("registry:model_list"),
+    "registry:register": lambda w, m, which, role: (reverse("registry:register"), {
+        "model_name": w.unique("matrix-page-"), "team": w.team(which or "own").pk, "run_id": "not-hex",
+        "artifact_path": "model"}),
+    "registry:upload": lambda w, m, which, role: (reverse("registry:upload"), {
+        "model_name": w.unique("matrix-page-"), "team": w.team(which or "own").pk,
+        "file": SimpleUploadedFile("notes.txt", b"not a model")}),
+    "registry:model_detail": lambda w, m, which, role: (
+        reverse("registry:model_detail", args=[_page_version(w, which).model_id]), None),
+    "registry:model_edit": lambda w, m, which, role: (
+        reverse("registry:model_edit", args=[_page_version(w, which).model_id]), {"risk_tier": "extreme"}),
+    "registry:aliases": lambda w, m, which, role: (
+        reverse("registry:aliases", args=[_page_version(w, which).model_id]), {"alias": "staging", "version": 999}),
+    "registry:alias_remove": lambda w, m, which, role: (
+        reverse("registry:alias_remove", args=[_page_version(w, which).model_id]), {"alias": "staging"}),
+    "registry:version_detail": lambda w, m, which, role: (
+        reverse("registry:version_detail", args=[_page_version(w, which).pk]), None),
+    "registry:card_edit": lambda w, m, which, role: (
+        reverse("registry:card_edit", args=[_page_version(w, which).pk]), {"intended_use": "Scoring payments."}),
+    "registry:card_export_html": lambda w, m, which, role: (
+        reverse("registry:card_export_html", args=[_page_version(w, which).pk]), None),
+    "registry:card_export_json": lambda w, m, which, role: (
+        reverse("registry:card_export_json", args=[_page_version(w, which).pk]), None),
+    "registry:scan_status": lambda w, m, which, role: (
+        reverse("registry:scan_status", args=[_page_version(w, which).pk]), None),
+    "registry:scan_request": lambda w, m, which, role: (
+        reverse("registry:scan_request", args=[_page_version(w, which or "own").pk]), None),
+    "registry:version_archive": lambda w, m, which, role: (
+        reverse("registry:version_archive", args=[_page_version(w, which).pk]), {"reason": "matrix"}),
+    "registry:scan_override": lambda w, m, which, role: (
+        reverse("registry:scan_override", args=[_page_blocked_scan(w, which).pk]),
+        {"justification": "Reviewed with security: the flagged global is harmless here."}),
+    "registry:experiment_list": _static("registry:experiment_list"),
+    "registry:experiment_detail": lambda w, m, which, role: (reverse("registry:experiment_detail", args=["0"]), None),
+    "registry:run_detail": lambda w, m, which, role: (reverse("registry:run_detail", args=["a" * 32]), None),
+    "registry:run_compare": lambda w, m, which, role: (
+        reverse("registry:run_compare") + f"?runs={'a' * 32}&runs={'b' * 32}", None),
     "api:api-root": _static("api:api-root"),
     "api:me": _static("api:me"),
     "api:user-list": lambda w, m, which, role: (
@@ -343,9 +492,99 @@ REQUESTS = {
     "api:auditevent-list": _static("api:auditevent-list"),
     "api:auditevent-detail": lambda w, m, which, role: (
         reverse("api:auditevent-detail", args=[w.events[which]]), None),
+    # registry API
+    "api:model-list": lambda w, m, which, role: (
+        reverse("api:model-list"), {"team": w.team(which or "own").pk, "name": "bad name!"}),
+    "api:model-detail": lambda w, m, which, role: (
+        reverse("api:model-detail", args=[_registry_model(w, which).pk]), {"risk_tier": "low"}),
+    "api:model-aliases": lambda w, m, which, role: (
+        reverse("api:model-aliases", args=[_registry_version(w, which).model_id]),
+        {"alias": "staging", "version": 999}),
+    "api:model-alias-remove": lambda w, m, which, role: (
+        reverse("api:model-alias-remove", kwargs={"pk": _registry_version(w, which).model_id, "alias": "staging"}),
+        None),
+    "api:version-list": _static("api:version-list"),
+    "api:version-detail": lambda w, m, which, role: (
+        reverse("api:version-detail", args=[_registry_version(w, which).pk]), None),
+    "api:version-register-from-run": lambda w, m, which, role: (
+        reverse("api:version-register-from-run"),
+        {"model_name": w.unique("matrix-run-"), "run_id": "not-hex", "team": w.team(which).pk}),
+    "api:version-upload": lambda w, m, which, role: (
+        reverse("api:version-upload"),
+        {"file": SimpleUploadedFile("notes.txt", b"not a model"), "model_name": w.unique("matrix-upload-"),
+         "team": w.team(which).pk}),
+    "api:version-lineage": lambda w, m, which, role: (
+        reverse("api:version-lineage", args=[_registry_version(w, which).pk]), None),
+    "api:version-card": lambda w, m, which, role: (
+        reverse("api:version-card", args=[_registry_version(w, which).pk]), {"intended_use": "Scoring payments."}),
+    "api:version-card-export": lambda w, m, which, role: (
+        reverse("api:version-card-export", args=[_registry_version(w, which).pk]) + "?as=html", None),
+    "api:version-scans": lambda w, m, which, role: (
+        reverse("api:version-scans", args=[_registry_version(w, which).pk]), None),
+    "api:version-archive": lambda w, m, which, role: (
+        reverse("api:version-archive", args=[_registry_version(w, which).pk]), {"reason": "matrix"}),
+    "api:scan-detail": lambda w, m, which, role: (
+        reverse("api:scan-detail", args=[_registry_blocked_scan(w, which).pk]), None),
+    "api:scan-override": lambda w, m, which, role: (
+        reverse("api:scan-override", args=[_registry_blocked_scan(w, which).pk]),
+        {"justification": "Reviewed with security: the flagged global is harmless here."}),
+    "api:mlflow-webhook": _static("api:mlflow-webhook"),
     "schema": _static("schema"),
     "api-docs": _static("api-docs"),
 }
+
+
+# ---------------------------------------------------------------- registry API: objects made with the ORM (no MLflow)
+
+API_FORMAT = {"api:version-upload": "multipart"}  # the API calls that do not send JSON
+
+
+def _registry_model(w: World, which: str | None):
+    from apps.registry.models import RegisteredModel
+
+    return RegisteredModel.objects.create(team=w.team(which or "own"), name=w.unique("matrix-model-"))
+
+
+def _registry_version(w: World, which: str | None, status: str = "ready"):
+    from apps.registry.models import ModelCard, ModelVersion
+
+    version = ModelVersion.objects.create(model=_registry_model(w, which), version=1, status=status, origin="run")
+    ModelCard.objects.create(version=version, revision=1)
+    return version
+
+
+def _registry_blocked_scan(w: World, which: str | None):
+    from apps.registry.models import ArtifactScan
+
+    return ArtifactScan.objects.create(version=_registry_version(w, which, status="blocked"), status="blocked",
+                                       max_severity="critical")
+
+
+# ---------------------------------------------------------------- registry pages: ORM rows, and MLflow out of reach
+
+def _page_version(w: World, which: str | None, status: str = "ready"):
+    """A fresh model of the team with one version (no scan running) and its card; rows only, nothing in MLflow."""
+    from apps.registry.models import ModelCard, ModelVersion, RegisteredModel
+
+    model = RegisteredModel.objects.create(team=w.team(which or "own"), name=w.unique("matrix-page-model-"))
+    version = ModelVersion.objects.create(model=model, version=1, status=status, origin="run")
+    ModelCard.objects.create(version=version, revision=1)
+    return version
+
+
+def _page_blocked_scan(w: World, which: str | None):
+    from apps.registry.models import ArtifactScan
+
+    return ArtifactScan.objects.create(version=_page_version(w, which, status="blocked"), status="blocked",
+                                       max_severity="critical")
+
+
+@pytest.fixture(autouse=True)
+def _mlflow_unreachable(settings, monkeypatch):
+    """No request of the matrix may depend on an MLflow that happens to run here (say, a standalone on :5000):
+    MLflow is a closed port, answered at once (no client retries), so pages that need it answer 503."""
+    settings.MLFLOW_TRACKING_URI = "http://127.0.0.1:1"
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
 
 
 def _cases():
@@ -379,7 +618,7 @@ def test_role_matrix(world, name, method, which, expected):
         if method == "GET":
             response = call(path)
         elif is_api:
-            response = call(path, data or {}, format="json")
+            response = call(path, data or {}, format=API_FORMAT.get(name, "json"))
         else:
             response = call(path, data or {})
         got = _outcome(response)

@@ -24,7 +24,7 @@ class Area:
 
 AREAS: tuple[Area, ...] = (
     Area("home", "Home", "core:home", "profile.view", True),
-    Area("models", "Models", "core:area_models", "model.view", False),
+    Area("models", "Models", "registry:model_list", "model.view", True),
     Area("deployments", "Deployments", "core:area_deployments", "deployment.view", False),
     Area("approvals", "Approvals", "core:area_approvals", "promotion.view", False),
     Area("monitoring", "Monitoring", "core:area_monitoring", "monitoring.view", False),
@@ -35,7 +35,6 @@ AREAS: tuple[Area, ...] = (
 
 # Which roadmap step brings each area (shown on its "not yet" page).
 ROADMAP = {
-    "models": "Registry (step 2 of 9): models and versions on MLflow, model cards, lineage, artifact scans.",
     "deployments": "Serving (step 3 of 9): model servers, the inference gateway and the prediction log.",
     "approvals": "Approvals (step 4 of 9): promotion requests, gates and separation of duties.",
     "monitoring": "Monitoring (step 5 of 9): latency, throughput, errors, drift, fairness and alerts.",

@@ -3,7 +3,8 @@
 The session starts gunicorn (``controlplane.wsgi``, production-like ``controlplane.settings.base`` with
 ``MODELPLANE_DEBUG=0``) as a subprocess on a free loopback port, against a PostgreSQL database of its own
 (``modelplane_e2e_<random>`` on the server that ``DATABASE_URL`` names), migrated and filled by ``seed_demo``.
-The database is dropped at the end. Nothing here uses pytest-django's database fixtures: the server owns its
+The database is dropped at the end. A real MLflow tracking server (``tests/mlflow_server.py``) starts beside it,
+and the web server's ``MLFLOW_TRACKING_URI`` points at it. Nothing here uses pytest-django's database fixtures: the server owns its
 database, and the tests see it only through HTTP, as a user would.
 
 Set ``MODELPLANE_E2E_SHOTS=/some/dir`` to save a screenshot of every page the tests call ``shot()`` on, and
@@ -24,6 +25,8 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
+
+from tests.mlflow_server import MlflowServer
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = os.environ.get("MODELPLANE_CHROMIUM", "/usr/bin/chromium")
@@ -92,11 +95,23 @@ membership_add(actor=actor, team_id=Team.objects.get(slug="recs").pk, user_id=us
 
 
 class Server:
-    """The running web server: its base URL and its log (quoted when it fails to start)."""
+    """The running web server: its base URL, its log (quoted when it fails to start), its environment and the
+    MLflow tracking server it uses."""
 
-    def __init__(self, base_url: str, log_path: Path):
+    def __init__(self, base_url: str, log_path: Path, env: dict | None = None, mlflow_uri: str = ""):
         self.base_url = base_url
         self.log_path = log_path
+        self.env = env or {}
+        self.mlflow_uri = mlflow_uri
+
+    def manage_shell(self, code: str, timeout: float = 120) -> str:
+        """Run Python in ``manage.py shell`` against the server's database and MLflow (what a worker would do)."""
+        done = subprocess.run([_venv_bin("python"), "manage.py", "shell", "-c", code], check=False, cwd=ROOT,
+                              env=self.env,
+                              capture_output=True, text=True, timeout=timeout)
+        if done.returncode != 0:
+            raise RuntimeError(f"manage.py shell failed:\n{done.stdout}\n{done.stderr}")
+        return done.stdout
 
     def url(self, path: str) -> str:
         return self.base_url + path
@@ -119,6 +134,8 @@ def server(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("e2e")
     log_path = workdir / "gunicorn.log"
     port = _free_port()
+    # A real MLflow of the session's own (the registry pages talk to it), started first: it is the slowest.
+    mlflow = MlflowServer(base_database_url, workdir / "mlflow").start()
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "controlplane.settings.base",
@@ -130,9 +147,11 @@ def server(tmp_path_factory):
         "MODELPLANE_API_ANON_RATE": "10000/min",
         "MODELPLANE_API_USER_RATE": "100000/min",
         "PYTHONUNBUFFERED": "1",
+        "MLFLOW_TRACKING_URI": mlflow.uri,
+        "MODELPLANE_MLFLOW_UI_URL": mlflow.uri,
     }
     base_url = f"http://127.0.0.1:{port}"
-    srv = Server(base_url, log_path)
+    srv = Server(base_url, log_path, env=env, mlflow_uri=mlflow.uri)
     setup = process = None
     try:
         setup = subprocess.Popen([_venv_bin("python"), "manage.py", "shell", "-c", _SETUP_SCRIPT], cwd=ROOT,
@@ -148,6 +167,7 @@ def server(tmp_path_factory):
         setup_output, _ = setup.communicate(timeout=180)
         if setup.returncode != 0:
             raise RuntimeError(f"migrate / seed_demo failed:\n{setup_output}")
+        mlflow.wait()
         deadline = time.monotonic() + SERVER_START_TIMEOUT
         while True:
             if process.poll() is not None:
@@ -175,6 +195,7 @@ def server(tmp_path_factory):
                 process.wait(timeout=5)
         with _admin_connection(base_database_url) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
+        mlflow.stop()
 
 
 @pytest.fixture(scope="session")

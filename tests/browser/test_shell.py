@@ -190,12 +190,24 @@ def test_another_teams_page_is_not_found(signed_in, shot):
 def test_an_area_not_built_yet_says_when_it_arrives(signed_in, shot):
     page = signed_in("scientist")
     page.goto("/")
+    page.locator("[data-nav=deployments]").click()
+    page.wait_for_url(re.compile(r"/deployments/$"))
+    expect(page.locator("[data-nav=deployments]")).to_have_attribute("aria-current", "page")
+    expect(page.locator("[data-not-yet]")).to_contain_text("Not yet")
+    expect(page.locator("[data-not-yet]")).to_contain_text("Serving (step 3 of 9)")
+    shot(page, "not-yet")
+
+
+def test_models_area_is_built_and_stays_marked_on_its_pages(signed_in):
+    page = signed_in("scientist")
+    page.goto("/")
     page.locator("[data-nav=models]").click()
     page.wait_for_url(re.compile(r"/models/$"))
-    expect(page.locator("[data-nav=models]")).to_have_attribute("aria-current", "page")
-    expect(page.locator("[data-not-yet]")).to_contain_text("Not yet")
-    expect(page.locator("[data-not-yet]")).to_contain_text("Registry (step 2 of 9)")
-    shot(page, "not-yet")
+    expect(page.locator("h1")).to_have_text("Models")
+    expect(page.locator("[data-nav=models] .badge")).to_have_count(0)  # no "soon" badge any more
+    for path in ("/models/", "/models/register/", "/models/experiments/"):
+        page.goto(path)
+        expect(page.locator("[data-nav=models]")).to_have_attribute("aria-current", "page")
 
 
 def test_small_screen_has_no_sideways_scroll_and_a_working_menu(signed_in, shot):

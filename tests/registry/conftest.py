@@ -1,4 +1,4 @@
-"""A real MLflow tracking server for the registry tests: PostgreSQL backend store, artifacts in a temp folder.
+"""A real MLflow tracking server for the registry tests (tests/mlflow_server.py starts it).
 
 One server per test session (it takes ~10-20 s to start here). Each test that uses it gets
 ``settings.MLFLOW_TRACKING_URI`` pointed at it. Model names carry a per-test prefix, so tests never see each
@@ -6,78 +6,23 @@ other's MLflow objects even though MLflow itself is not rolled back between test
 """
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 import uuid
-from pathlib import Path
+from urllib.parse import quote
 
-import psycopg
 import pytest
 
-VENV_BIN = Path(sys.executable).parent
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _admin_dsn() -> str:
-    from django.conf import settings
-
-    db = settings.DATABASES["default"]
-    return f"host={db['HOST']} port={db['PORT'] or 5432} user={db['USER']} dbname=postgres" + (
-        f" password={db['PASSWORD']}" if db.get("PASSWORD") else "")
+from tests.mlflow_server import running_mlflow
 
 
 @pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory, django_db_blocker):
     from django.conf import settings
 
-    dbname = f"mlflow_test_{uuid.uuid4().hex[:10]}"
-    with django_db_blocker.unblock(), psycopg.connect(_admin_dsn(), autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{dbname}"')
     db = settings.DATABASES["default"]
-    store = (f"postgresql+psycopg://{db['USER']}{':' + db['PASSWORD'] if db.get('PASSWORD') else ''}"
-             f"@{db['HOST']}:{db['PORT'] or 5432}/{dbname}")
-    root = tmp_path_factory.mktemp("mlflow")
-    port = _free_port()
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
-           "PATH": f"{VENV_BIN}:{os.environ.get('PATH', '')}"}
-    log = (root / "mlflow.log").open("w")
-    proc = subprocess.Popen(
-        [str(VENV_BIN / "mlflow"), "server", "--backend-store-uri", store, "--artifacts-destination",
-         str(root / "artifacts"), "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-        cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    uri = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
-    while True:
-        try:
-            with urllib.request.urlopen(f"{uri}/health", timeout=2) as resp:
-                if resp.status == 200:
-                    break
-        except OSError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            os.killpg(proc.pid, signal.SIGKILL) if proc.poll() is None else None
-            pytest.fail("MLflow did not start: " + (root / "mlflow.log").read_text()[-3000:])
-        time.sleep(0.5)
-    yield uri
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-    log.close()
-    with django_db_blocker.unblock(), psycopg.connect(_admin_dsn(), autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
+    password = quote(db.get("PASSWORD") or "", safe="")
+    server = f"postgresql://{quote(db['USER'], safe='')}:{password}@{db['HOST']}:{db['PORT'] or 5432}/postgres"
+    with django_db_blocker.unblock(), running_mlflow(server, tmp_path_factory.mktemp("mlflow")) as uri:
+        yield uri
 
 
 @pytest.fixture
