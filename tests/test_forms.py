@@ -212,3 +212,13 @@ def test_membership_remove_from_the_page_and_the_last_admin_rule(client, alice, 
     response = client.post(f"/memberships/{last.pk}/remove/", follow=True)
     assert response.status_code == 200 and b"at least one team admin" in response.content
     assert Membership.objects.filter(pk=last.pk).exists()
+
+
+def test_an_empty_post_is_a_400_naming_the_field_not_a_silent_200(make_user):
+    from django.test import Client
+
+    client = Client()
+    client.force_login(make_user("empty-poster"))
+    response = client.post("/accounts/tokens/", {})
+    assert response.status_code == 400
+    assert b'data-field-error="name"' in response.content

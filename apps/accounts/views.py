@@ -45,7 +45,7 @@ def logout_view(request: HttpRequest) -> HttpResponse:
 @login_required
 def token_list(request: HttpRequest) -> HttpResponse:
     actor = Actor.from_request(request)
-    form = ApiTokenForm(request.POST or None)
+    form = ApiTokenForm(request.POST if request.method == "POST" else None)
     new_secret = new_name = None
     if request.method == "POST" and form.is_valid():
         # The secret is shown in this response only and stored nowhere. A reload re-posts the same form; its
@@ -89,7 +89,7 @@ def token_revoke(request: HttpRequest, pk: int) -> HttpResponse:
 def team_list(request: HttpRequest) -> HttpResponse:
     actor = Actor.from_request(request)
     can_create = has_perm(actor, "team.create")
-    form = TeamForm(request.POST or None) if can_create else None
+    form = TeamForm(request.POST if request.method == "POST" else None) if can_create else None
     if request.method == "POST":
         if not can_create:
             return render(request, "403.html", status=403)
@@ -115,7 +115,7 @@ def team_detail(request: HttpRequest, pk: int) -> HttpResponse:
     except NotFound:
         raise Http404
     can_manage = has_perm(actor, "membership.manage", team)
-    form = MembershipForm(request.POST or None) if can_manage else None
+    form = MembershipForm(request.POST if request.method == "POST" else None) if can_manage else None
     if request.method == "POST":
         if not can_manage:
             return render(request, "403.html", status=403)
