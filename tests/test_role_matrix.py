@@ -232,6 +232,11 @@ TABLE: dict[str, dict[str, tuple | dict]] = {
         "POST": own_other(row(401, 403, 202, 202, 403, 403, 202, 202),  # a fresh ready version: scan again
                           row(401, 404, 404, 404, 404, 404, 404, 202)),
     },
+    # POST {} (neither file nor artifact_path): permission first, then a 400 naming `file`
+    "api:version-profiles": {
+        "GET": own_other(API_ALL_200, row(401, 404, 404, 404, 404, 404, 404, 200)),
+        "POST": own_other(row(401, 403, 400, 400, 403, 403, 400, 400), row(401, 404, 404, 404, 404, 404, 404, 400)),
+    },
     "api:version-archive": {"POST": own_other(row(401, 403, 200, 200, 403, 403, 200, 200),
                                               row(401, 404, 404, 404, 404, 404, 404, 200))},
     "api:scan-detail": {"GET": own_other(API_ALL_200, row(401, 404, 404, 404, 404, 404, 404, 200))},
@@ -521,6 +526,8 @@ REQUESTS = {
         reverse("api:version-card-export", args=[_registry_version(w, which).pk]) + "?as=html", None),
     "api:version-scans": lambda w, m, which, role: (
         reverse("api:version-scans", args=[_registry_version(w, which).pk]), None),
+    "api:version-profiles": lambda w, m, which, role: (
+        reverse("api:version-profiles", args=[_registry_version(w, which).pk]), {}),
     "api:version-archive": lambda w, m, which, role: (
         reverse("api:version-archive", args=[_registry_version(w, which).pk]), {"reason": "matrix"}),
     "api:scan-detail": lambda w, m, which, role: (

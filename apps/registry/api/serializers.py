@@ -339,3 +339,15 @@ class WebhookAcceptedSerializer(serializers.Serializer):
     event = serializers.CharField(help_text="entity.action, e.g. model_version.created")
     delivery_id = serializers.CharField()
     queued = serializers.BooleanField(help_text="Whether a registry sync was queued.")
+
+
+class ProfileCreateSerializer(StrictInputSerializer):
+    """Exactly one of: an uploaded CSV/Parquet file, or the path of one in the version's run artifacts."""
+
+    file = serializers.FileField(required=False)
+    artifact_path = serializers.CharField(required=False, max_length=500)
+
+    def validate(self, attrs):
+        if bool(attrs.get("file")) == bool(attrs.get("artifact_path")):
+            raise serializers.ValidationError({"file": ["Send either file or artifact_path (one of them)."]})
+        return attrs

@@ -23,14 +23,14 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import mixins, status
 from rest_framework.decorators import action
-from rest_framework.parsers import FormParser, MultiPartParser
+from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from apps.core.api.views import ApiViewSet
 from apps.core.errors import PermissionDenied, ServiceUnavailable, ValidationFailed, field_error
-from apps.core.permissions import has_perm
+from apps.core.permissions import has_perm, require
 from apps.registry import card_export, selectors, services
 from apps.registry.api import serializers as s
 from apps.registry.filters import ModelVersionFilter, RegisteredModelFilter
@@ -144,12 +144,13 @@ class ModelVersionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiV
     # (during authentication, before the action runs) reads it: so the handlers go on the request here.
     def initialize_request(self, request, *args, **kwargs):
         drf_request = super().initialize_request(request, *args, **kwargs)
-        if self.action == "upload":
+        if self.action in ("upload", "profiles"):
             request.upload_handlers = limited_upload_handlers(request)
         return drf_request
 
     def handle_exception(self, exc):
-        if isinstance(exc, StopUpload) or (self.action == "upload" and upload_too_large(self.request)):
+        if isinstance(exc, StopUpload) or (self.action in ("upload", "profiles")
+                                           and upload_too_large(self.request)):
             exc = too_large_error()
         return super().handle_exception(exc)
 
@@ -251,6 +252,42 @@ class ModelVersionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiV
         scans = version.scans.select_related("version", "overridden_by").prefetch_related("findings")
         page = self.paginate_queryset(scans)
         return self.get_paginated_response(s.ArtifactScanSerializer(page, many=True).data)
+
+    @extend_schema(methods=["GET"], responses=s.ReferenceProfileSerializer(many=True), filters=False,
+                   description="The version's reference data profiles, newest first.")
+    @extend_schema(methods=["POST"], request={"multipart/form-data": s.ProfileCreateSerializer,
+                                              "application/json": s.ProfileCreateSerializer},
+                   responses={201: s.ReferenceProfileSerializer,
+                              413: OpenApiResponse(description="The file is larger than the upload limit."),
+                              503: _RETRY_AFTER_503}, filters=False,
+                   description="Profile reference data for drift: upload `file` (CSV or Parquet), or name "
+                               "`artifact_path`, a CSV or Parquet file the version's run logged.")
+    @action(detail=True, methods=["get", "post"], parser_classes=[JSONParser, MultiPartParser, FormParser])
+    def profiles(self, request, pk=None):
+        version = self.get_object()
+        if request.method == "GET":
+            page = self.paginate_queryset(version.profiles.all())
+            return self.get_paginated_response(s.ReferenceProfileSerializer(page, many=True).data)
+        require(self.actor, "model.update", version)  # refuse before a byte of the file is read
+        try:
+            _ = request.data
+        except StopUpload:
+            raise too_large_error() from None
+        if upload_too_large(request):
+            raise too_large_error()
+        data = self.validated(s.ProfileCreateSerializer)
+        if data.get("file") is not None:
+            path, folder = _stage_upload(data["file"])
+            try:
+                profile = services.referenceprofile_create_from_upload(
+                    actor=self.actor, version_id=version.pk, upload_path=path, filename=data["file"].name or "")
+            finally:
+                if folder is not None:
+                    shutil.rmtree(folder, ignore_errors=True)
+        else:
+            profile = services.referenceprofile_create_from_run(actor=self.actor, version_id=version.pk,
+                                                                artifact_path=data["artifact_path"])
+        return Response(s.ReferenceProfileSerializer(profile).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(request=s.ArchiveSerializer, responses={200: s.ModelVersionDetailSerializer,
                                                            503: _RETRY_AFTER_503}, filters=False,
