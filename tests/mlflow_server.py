@@ -14,6 +14,9 @@ import sys
 import time
 import urllib.request
 import uuid
+
+# A Fernet key for the test server's stored webhook secrets (tests only; production sets its own).
+WEBHOOK_TEST_KEY = "q2pjucoKXDG_v77hrAX93r9LKzer39VzjPucXX231_8="
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote, urlsplit
@@ -62,7 +65,11 @@ class MlflowServer:
         store = (f"postgresql+psycopg://{quote(user)}{':' + quote(password) if password else ''}"
                  f"@{host}:{port_pg}/{self.dbname}")
         self.root.mkdir(parents=True, exist_ok=True)
+        # Webhooks to loopback http targets (Modelplane's receiver in tests), with a fixed encryption key so
+        # that stored webhook secrets stay readable.
         env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+               "MLFLOW_WEBHOOK_ALLOWED_SCHEMES": "http,https", "MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS": "true",
+               "MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY": WEBHOOK_TEST_KEY,
                "PATH": f"{VENV_BIN}:{os.environ.get('PATH', '')}"}
         with self.log_path.open("w") as log:
             self.proc = subprocess.Popen(

@@ -758,3 +758,41 @@ def referenceprofile_create_from_run(*, actor: Actor, version_id: int, artifact_
             raise field_error("artifact_path", "That artifact is a directory; name a CSV or Parquet file.")
         return _profile_record(actor=actor, version_id=version_id, path=Path(local),
                                source=f"runs:/{version.run_id}/{artifact_path}")
+
+
+# ----------------------------------------------------------------------------------------------- webhooks
+
+WEBHOOK_NAME = "modelplane-registry-sync"
+WEBHOOK_EVENTS = ["model_version.created", "registered_model.created", "model_version_alias.created",
+                  "model_version_alias.deleted"]
+
+
+def mlflow_webhook_ensure(*, actor: Actor, url: str, secret: str) -> dict[str, Any]:
+    """Point MLflow's registry webhook at Modelplane (create it, or update it in place). Idempotent.
+
+    MLflow then calls ``url`` (``/api/v1/hooks/mlflow/``) when a version or alias changes, and the receiver
+    queues a sync at once; polling stays as the fallback. The MLflow server must allow http and loopback
+    targets for a local setup (MLFLOW_WEBHOOK_ALLOWED_SCHEMES, MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS): standalone
+    sets both for the MLflow it runs.
+    """
+    require(actor, "backend.manage")
+    if not secret:
+        raise field_error("secret", "Set MODELPLANE_MLFLOW_WEBHOOK_SECRET first; MLflow signs each call with it.")
+    if not re.match(r"^https?://", url or ""):
+        raise field_error("url", "An http(s) URL of Modelplane's /api/v1/hooks/mlflow/.")
+    c = mlf.client()
+    with mlf.mlflow_call("configuring MLflow's webhook"):
+        existing = next((w for w in c.list_webhooks() if w.name == WEBHOOK_NAME), None)
+        if existing is None:
+            hook = c.create_webhook(name=WEBHOOK_NAME, url=url, events=WEBHOOK_EVENTS, secret=secret,
+                                    description="Modelplane adopts new versions at once (registry sync).")
+            verb = "mlflow.webhook_created"
+        else:
+            hook = c.update_webhook(existing.webhook_id, url=url, events=WEBHOOK_EVENTS, secret=secret,
+                                    status="ACTIVE")
+            verb = "mlflow.webhook_updated"
+    state = {"webhook_id": hook.webhook_id, "url": url, "events": WEBHOOK_EVENTS}
+    with transaction.atomic():
+        audit_event_record(actor=actor, verb=verb, target="mlflow.webhook", target_id=hook.webhook_id,
+                           target_repr=WEBHOOK_NAME, after=state)
+    return state
