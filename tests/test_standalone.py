@@ -243,6 +243,7 @@ def test_standalone_serves_everything_survives_restart_and_stops_cleanly(data_di
     assert "creating the PostgreSQL cluster" in out
     assert run.base_url in out and run.mlflow_url in out
     assert f'password "{DEMO_PASSWORD}"' in out and "scientist" in out
+    assert "MLflow webhook points at" in out, out  # MLflow tells us of new versions at once
 
     page = log_in(run.base_url, "scientist", DEMO_PASSWORD)
     assert "scientist" in page

@@ -46,6 +46,7 @@ import json
 import os
 import signal
 import socket
+import subprocess
 import sys
 import time
 import urllib.error
@@ -319,6 +320,13 @@ class Command(BaseCommand):
             MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false",
         )
         env.setdefault("MODELPLANE_MLFLOW_UI_URL", self.mlflow_url)
+        secrets = getattr(self, "webhook_secrets", None)
+        if secrets:
+            env.setdefault("MODELPLANE_MLFLOW_WEBHOOK_SECRET", secrets["secret"])
+            # For the MLflow server we run: deliver webhooks to our loopback http receiver, and store their
+            # secrets under a key that survives restarts.
+            env.update(MLFLOW_WEBHOOK_ALLOWED_SCHEMES="http,https", MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS="true",
+                       MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY=secrets["fernet_key"])
         return env
 
     def start_all(self) -> None:
@@ -350,6 +358,7 @@ class Command(BaseCommand):
             mlflow_child = None
         else:
             self.mlflow_url = f"http://127.0.0.1:{opts['mlflow_port']}"
+            self.webhook_secrets = self.load_webhook_secrets()
             mlflow_child = self.spawn_mlflow()
 
         # migrate and seed_demo run while MLflow boots (it takes ~10 s); neither needs MLflow.
@@ -383,6 +392,35 @@ class Command(BaseCommand):
         self.sup.wait_until("the web server", self._web_ready, timeout=120, service=web)
         self.say(f"web ready at {self.dashboard_url} ({time.monotonic() - self._web_started:.1f} s)")
         self.ping_worker(env)
+        if mlflow_child is not None:
+            self.register_webhook(env)
+
+    def load_webhook_secrets(self) -> dict[str, str]:
+        """The MLflow webhook's HMAC secret and MLflow's key for storing it, kept in the data directory so
+        that they survive a restart (a new key would make MLflow unable to read the stored secret)."""
+        import secrets as pysecrets
+
+        from cryptography.fernet import Fernet
+
+        path = self.data_dir / "webhook-secrets.json"
+        if path.exists():
+            return json.loads(path.read_text())
+        data = {"secret": pysecrets.token_urlsafe(32), "fernet_key": Fernet.generate_key().decode()}
+        path.write_text(json.dumps(data))
+        path.chmod(0o600)
+        return data
+
+    def register_webhook(self, env: dict[str, str]) -> None:
+        """Have MLflow call us when a version is created (sync at once); polling remains the fallback."""
+        url = f"http://127.0.0.1:{self.opts['port']}/api/v1/hooks/mlflow/"
+        manage = [sys.executable, str(Path(settings.BASE_DIR) / "manage.py"), "mlflow_webhook", "--url", url]
+        try:
+            subprocess.run(manage, env=env, cwd=Path(settings.BASE_DIR), check=True, capture_output=True,
+                           text=True, timeout=60)
+            self.say(f"MLflow webhook points at {url}")
+        except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
+            detail = (getattr(exc, "stderr", "") or "").strip().splitlines()[-1:] or [str(exc)]
+            self.say(f"warning: MLflow webhook not registered ({detail[0]}); new versions are found by polling")
 
     def ensure_databases(self) -> None:
         """Create the Modelplane and MLflow databases when they are missing."""
