@@ -15,7 +15,8 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.cache import cache
-from django.db.models import Count
+from django.db.models import Count, IntegerField, OuterRef, Subquery
+from django.db.models.functions import Coalesce
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -130,8 +131,12 @@ def model_list(request: HttpRequest) -> HttpResponse:
     else:
         filters = {k: v for k, v in (form.cleaned_data if form.is_bound else {}).items() if v not in (None, "")}
         after = filters.pop("after", "")
+        # A correlated count touches only the page's rows; a join + GROUP BY counted every version of every
+        # visible model before the LIMIT (benchmarks/registry.py: 16 ms -> 0.3 ms of SQL at 1000 x 10).
+        per_model = (ModelVersion.objects.filter(model_id=OuterRef("pk")).order_by().values("model_id")
+                     .annotate(n=Count("id")).values("n"))
         qs = selectors.registeredmodel_list(actor=actor, filters=filters).annotate(
-            version_count=Count("versions", distinct=True)).order_by("name")
+            version_count=Coalesce(Subquery(per_model, output_field=IntegerField()), 0)).order_by("name")
         if after:
             qs = qs.filter(name__gt=after)
         models = list(qs[: MODELS_PAGE_SIZE + 1])
