@@ -100,7 +100,7 @@ def _clean_cache():
 def make_user(db):
     from apps.accounts.models import Membership, Team, User
 
-    def make(username: str, *, team: "Team | None" = None, roles: tuple[str, ...] = (), platform_admin=False,
+    def make(username: str, *, team: Team | None = None, roles: tuple[str, ...] = (), platform_admin=False,
              password: str = "pw-for-tests-123"):
         user = User.objects.create_user(username=username, password=password, is_platform_admin=platform_admin)
         for role in roles:

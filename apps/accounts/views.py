@@ -4,9 +4,9 @@ from __future__ import annotations
 import time
 
 from django.contrib import messages
-from django.core.cache import cache
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
+from django.core.cache import cache
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.cache import never_cache

@@ -13,7 +13,7 @@ if TYPE_CHECKING:  # pragma: no cover
 class Actor:
     """The subject of a permission check and of an audit event."""
 
-    user: "User | None"
+    user: User | None
     kind: str = "user"  # "user" (session), "token" (API token) or "system"
     token_id: int | None = None
     scopes: frozenset[str] = frozenset({"read", "write"})
@@ -40,11 +40,11 @@ class Actor:
         return self.is_system or bool(self.user and self.user.is_active and self.user.is_platform_admin)
 
     @classmethod
-    def system(cls, name: str = "system", request_id: str | None = None) -> "Actor":
+    def system(cls, name: str = "system", request_id: str | None = None) -> Actor:
         return cls(user=None, kind="system", system_name=name, request_id=request_id or uuid.uuid4().hex)
 
     @classmethod
-    def from_request(cls, request: Any) -> "Actor":
+    def from_request(cls, request: Any) -> Actor:
         """The actor behind an HTTP request (session or token); the request id and address come along."""
         user = getattr(request, "user", None)
         auth = getattr(request, "auth", None)
@@ -60,7 +60,7 @@ class Actor:
         )
 
     @classmethod
-    def for_user(cls, user: "User", **kwargs: Any) -> "Actor":
+    def for_user(cls, user: User, **kwargs: Any) -> Actor:
         return cls(user=user, **kwargs)
 
 

@@ -1,7 +1,7 @@
 """Settings for the test suite: the real PostgreSQL and Redis (tests/conftest.py finds or starts them)."""
-from .base import *  # noqa: F401,F403
 import os
 
+from .base import *  # noqa: F401,F403
 from .base import DATABASES, REST_FRAMEWORK, env
 
 DEBUG = False

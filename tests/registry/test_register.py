@@ -1,7 +1,6 @@
 """Registering versions against a real MLflow server: from a run, by upload, and by sync."""
 from __future__ import annotations
 
-import io
 import pickle
 import zipfile
 from pathlib import Path
