@@ -17,7 +17,7 @@ from apps.accounts.forms import ApiTokenForm, MembershipForm, TeamForm
 from apps.accounts.models import User
 from apps.core.actors import Actor
 from apps.core.errors import NotFound, PermissionDenied, ServiceError
-from apps.core.forms import apply_service_error
+from apps.core.forms import apply_service_error, posted
 from apps.core.middleware import SessionTimeoutMiddleware
 from apps.core.permissions import ROLE_CHOICES, has_perm
 
@@ -45,7 +45,7 @@ def logout_view(request: HttpRequest) -> HttpResponse:
 @login_required
 def token_list(request: HttpRequest) -> HttpResponse:
     actor = Actor.from_request(request)
-    form = ApiTokenForm(request.POST if request.method == "POST" else None)
+    form = ApiTokenForm(posted(request))
     new_secret = new_name = None
     if request.method == "POST" and form.is_valid():
         # The secret is shown in this response only and stored nowhere. A reload re-posts the same form; its
@@ -89,7 +89,7 @@ def token_revoke(request: HttpRequest, pk: int) -> HttpResponse:
 def team_list(request: HttpRequest) -> HttpResponse:
     actor = Actor.from_request(request)
     can_create = has_perm(actor, "team.create")
-    form = TeamForm(request.POST if request.method == "POST" else None) if can_create else None
+    form = TeamForm(posted(request)) if can_create else None
     if request.method == "POST":
         if not can_create:
             return render(request, "403.html", status=403)
@@ -115,7 +115,7 @@ def team_detail(request: HttpRequest, pk: int) -> HttpResponse:
     except NotFound:
         raise Http404
     can_manage = has_perm(actor, "membership.manage", team)
-    form = MembershipForm(request.POST if request.method == "POST" else None) if can_manage else None
+    form = MembershipForm(posted(request)) if can_manage else None
     if request.method == "POST":
         if not can_manage:
             return render(request, "403.html", status=403)

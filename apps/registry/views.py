@@ -27,7 +27,7 @@ from django.views.decorators.http import require_POST
 from apps.accounts.selectors import team_list
 from apps.core.actors import Actor
 from apps.core.errors import NotFound, ServiceError, ServiceUnavailable
-from apps.core.forms import apply_service_error
+from apps.core.forms import apply_service_error, form_status, posted
 from apps.core.permissions import has_perm, team_ids_with
 from apps.registry import mlflow_adapter as mlf
 from apps.registry import selectors, services
@@ -67,25 +67,6 @@ def _forbidden(request: HttpRequest, message: str | None = None) -> HttpResponse
 
 def _unavailable(request: HttpRequest, exc: ServiceError) -> HttpResponse:
     return render(request, "registry/unavailable.html", {"message": exc.message}, status=503)
-
-
-def _refuse(form, exc: ServiceError) -> None:
-    """A service's refusal on the form: next to the field it names and, when it is a refusal rather than a typo
-    (403, 409, 503), its whole message above the form, where the reason and the way out are spelled out."""
-    apply_service_error(form, exc)
-    if exc.fields and exc.status in (403, 409, 503) and exc.message not in form.non_field_errors():
-        form.add_error(None, exc.message)
-
-
-def _status(form, exc: ServiceError | None = None) -> int:
-    if exc is not None:
-        return exc.status
-    return 400 if form is not None and form.errors else 200
-
-
-def _posted(request: HttpRequest):
-    """The form data of a POST, even an empty one (``request.POST or None`` would take that for a GET)."""
-    return request.POST if request.method == "POST" else None
 
 
 def _next_url(request: HttpRequest, default: str) -> str:
@@ -190,18 +171,18 @@ def model_edit(request: HttpRequest, pk: int) -> HttpResponse:
     if not has_perm(actor, "model.update", model):
         return _forbidden(request)
     initial = {"risk_tier": model.risk_tier, "description": model.description, "tags": format_key_values(model.tags)}
-    form = ModelUpdateForm(_posted(request), initial=initial)
+    form = ModelUpdateForm(posted(request), initial=initial)
     error = None
     if request.method == "POST" and form.is_valid():
         try:
             services.registeredmodel_update(actor=actor, model_id=model.pk, **form.cleaned_data)
         except ServiceError as exc:
             error = exc
-            _refuse(form, exc)
+            apply_service_error(form, exc)
         else:
             messages.success(request, f"{model.name} updated.")
             return redirect("registry:model_detail", pk=model.pk)
-    return render(request, "registry/model_edit.html", {"model": model, "form": form}, status=_status(form, error))
+    return render(request, "registry/model_edit.html", {"model": model, "form": form}, status=form_status(form, error))
 
 
 # ------------------------------------------------------------------------------------------------ registering
@@ -223,7 +204,7 @@ def register(request: HttpRequest) -> HttpResponse:
         return _forbidden(request, "Registering models needs the data scientist, ML engineer or team admin role "
                                    "in a team (model.register).")
     initial = {k: request.GET[k] for k in ("model_name", "run_id", "artifact_path") if request.GET.get(k)}
-    form = RegisterFromRunForm(_posted(request), initial=initial, **_register_context(actor, request))
+    form = RegisterFromRunForm(posted(request), initial=initial, **_register_context(actor, request))
     error = None
     if request.method == "POST" and form.is_valid():
         try:
@@ -232,11 +213,11 @@ def register(request: HttpRequest) -> HttpResponse:
                 artifact_path=form.cleaned_data["artifact_path"], **form.service_kwargs())
         except ServiceError as exc:
             error = exc
-            _refuse(form, exc)
+            apply_service_error(form, exc)
         else:
             messages.success(request, f"Registered {version}. Its artifacts are being scanned.")
             return redirect("registry:version_detail", pk=version.pk)
-    return render(request, "registry/register.html", {"form": form, "mode": "run"}, status=_status(form, error))
+    return render(request, "registry/register.html", {"form": form, "mode": "run"}, status=form_status(form, error))
 
 
 @csrf_exempt  # the upload handlers must be set before CSRF's check reads the body; _upload checks CSRF itself
@@ -276,7 +257,7 @@ def _upload(request: HttpRequest, actor: Actor) -> HttpResponse:
                 **form.service_kwargs())
         except ServiceError as exc:
             error = exc
-            _refuse(form, exc)
+            apply_service_error(form, exc)
         else:
             messages.success(request, f"Uploaded and registered {version}. Its artifacts are being scanned.")
             target = reverse("registry:version_detail", args=[version.pk])
@@ -287,7 +268,7 @@ def _upload(request: HttpRequest, actor: Actor) -> HttpResponse:
             return redirect(target)
         finally:
             uploaded.close()
-    return render(request, "registry/register.html", {"form": form, "mode": "upload"}, status=_status(form, error))
+    return render(request, "registry/register.html", {"form": form, "mode": "upload"}, status=form_status(form, error))
 
 
 # ------------------------------------------------------------------------------------------------ aliases
@@ -311,7 +292,7 @@ def aliases(request: HttpRequest, pk: int) -> HttpResponse:
                                    version=form.cleaned_data["version"])
             except ServiceError as exc:
                 error = exc
-                _refuse(form, exc)
+                apply_service_error(form, exc)
             else:
                 messages.success(request, f"{form.cleaned_data['alias']} now points at "
                                           f"{model.name} v{form.cleaned_data['version']}.")
@@ -324,7 +305,7 @@ def aliases(request: HttpRequest, pk: int) -> HttpResponse:
         "current_aliases": [a for a in history if a.removed_at is None], "can_alias": can_alias,
         "production_aliases": settings.MODELPLANE_PRODUCTION_ALIASES,
         "next": _next_url(request, ""),
-    }, status=_status(form, error))
+    }, status=form_status(form, error))
 
 
 @login_required
@@ -538,7 +519,7 @@ def scan_override(request: HttpRequest, pk: int) -> HttpResponse:
     if not has_perm(actor, "scan.override", scan.version):
         return _forbidden(request, "Only a platform admin may release a version that its scan blocked "
                                    "(scan.override).")
-    form = ScanOverrideForm(_posted(request))
+    form = ScanOverrideForm(posted(request))
     error = None
     if request.method == "POST" and form.is_valid():
         try:
@@ -546,7 +527,7 @@ def scan_override(request: HttpRequest, pk: int) -> HttpResponse:
                                            justification=form.cleaned_data["justification"])
         except ServiceError as exc:
             error = exc
-            _refuse(form, exc)
+            apply_service_error(form, exc)
         else:
             messages.success(request, f"{scan.version} released despite its scan; the justification is in the "
                                       "audit trail.")
@@ -554,7 +535,7 @@ def scan_override(request: HttpRequest, pk: int) -> HttpResponse:
     findings = _sorted_findings(scan)
     return render(request, "registry/scan_override.html", {
         "scan": scan, "version": scan.version, "findings": findings, "form": form,
-    }, status=_status(form, error))
+    }, status=form_status(form, error))
 
 
 @login_required
@@ -563,19 +544,19 @@ def version_archive(request: HttpRequest, pk: int) -> HttpResponse:
     version = _get_version(actor, pk)
     if not has_perm(actor, "model.update", version):
         return _forbidden(request)
-    form = ArchiveForm(_posted(request))
+    form = ArchiveForm(posted(request))
     error = None
     if request.method == "POST" and form.is_valid():
         try:
             services.modelversion_archive(actor=actor, version_id=version.pk, reason=form.cleaned_data["reason"])
         except ServiceError as exc:
             error = exc
-            _refuse(form, exc)
+            apply_service_error(form, exc)
         else:
             messages.success(request, f"{version} archived.")
             return redirect("registry:version_detail", pk=version.pk)
     return render(request, "registry/version_archive.html", {"version": version, "form": form},
-                  status=_status(form, error))
+                  status=form_status(form, error))
 
 
 # ------------------------------------------------------------------------------------------------ cards
@@ -587,7 +568,7 @@ def card_edit(request: HttpRequest, pk: int) -> HttpResponse:
     if not has_perm(actor, "model.update", version):
         return _forbidden(request)
     card = selectors.modelcard_current(version=version)
-    form = ModelCardForm(_posted(request), initial=ModelCardForm.initial_from(card))
+    form = ModelCardForm(posted(request), initial=ModelCardForm.initial_from(card))
     error = None
     if request.method == "POST" and form.is_valid():
         changes = form.changes_from(card)
@@ -598,7 +579,7 @@ def card_edit(request: HttpRequest, pk: int) -> HttpResponse:
             new = services.modelcard_revise(actor=actor, version_id=version.pk, changes=changes)
         except ServiceError as exc:
             error = exc
-            _refuse(form, exc)
+            apply_service_error(form, exc)
         else:
             messages.success(request, f"Model card revision {new.revision} saved.")
             return redirect(reverse("registry:version_detail", args=[version.pk]) + "#card")
@@ -606,7 +587,7 @@ def card_edit(request: HttpRequest, pk: int) -> HttpResponse:
     return render(request, "registry/card_edit.html", {
         "version": version, "card": card, "form": form, "required": required,
         "card_state": _card_state(version, card),
-    }, status=_status(form, error))
+    }, status=form_status(form, error))
 
 
 @login_required
