@@ -616,11 +616,14 @@ def artifactscan_request(*, actor: Actor, version_id: int) -> ArtifactScan:
 @transaction.atomic
 def artifactscan_begin(*, actor: Actor, scan_id: int) -> ArtifactScan | None:
     """Mark a queued scan as running; None when another worker took it (tasks are delivered at least once)."""
-    scan = ArtifactScan.objects.select_for_update().filter(pk=scan_id).first()
+    scan = ArtifactScan.objects.select_for_update(of=("self",)).select_related("version__model").filter(
+        pk=scan_id).first()
     if scan is None or scan.status != ArtifactScan.Status.QUEUED:
         return None
     scan.status, scan.started_at = ArtifactScan.Status.RUNNING, timezone.now()
     scan.save(update_fields=["status", "started_at", "updated_at"])
+    version = scan.version
+    audit_event_record(actor=actor, verb="scan.started", target=version, after={"scan": scan.pk, "status": scan.status})
     return scan
 
 

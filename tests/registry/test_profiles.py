@@ -78,3 +78,15 @@ def test_profile_from_a_file_the_run_logged(scientist, teams, mlflow_uri, unique
         services.referenceprofile_create_from_run(actor=scientist, version_id=version.pk,
                                                   artifact_path="data/missing.csv")
     assert "artifact_path" in caught.value.fields
+
+
+def test_a_scan_starts_once_and_its_start_is_audited(scientist, version):
+    from apps.core.actors import Actor
+    from apps.registry.models import ArtifactScan
+
+    scan = ArtifactScan.objects.create(version=version)
+    started = services.artifactscan_begin(actor=Actor.system("artifact-scanner"), scan_id=scan.pk)
+    assert started is not None and started.status == "running"
+    assert services.artifactscan_begin(actor=Actor.system("artifact-scanner"), scan_id=scan.pk) is None
+    event = AuditEvent.objects.order_by("-seq").first()
+    assert event.verb == "scan.started" and event.after == {"scan": scan.pk, "status": "running"}
