@@ -69,6 +69,9 @@ INSTALLED_APPS = [
     "apps.accounts",
     "apps.audit",
     "apps.registry",
+    "apps.deployments",
+    "apps.gateway",
+    "apps.monitoring",
 ]
 
 MIDDLEWARE = [
