@@ -38,9 +38,10 @@ _READ = {
     "team.view", "membership.view", "model.view", "deployment.view", "promotion.view",
     "monitoring.view", "job.view", "cost.view",
 }
-_BUILD = {"model.register", "model.update", "alias.set", "experiment.view", "promotion.request", "job.create"}
+_BUILD = {"model.register", "model.update", "alias.set", "experiment.view", "promotion.request", "job.create",
+          "deployment.invoke"}
 _OPERATE = {
-    "deployment.create", "deployment.update", "deployment.rollback", "deployment.key_manage",
+    "deployment.create", "deployment.update", "deployment.rollback", "deployment.key_manage", "deployment.invoke",
     "alert.manage", "promotion.request", "job.create",
 }
 

@@ -7,6 +7,8 @@ document (apps/gateway/contract.py) whenever what the gateway needs changes.
 """
 from __future__ import annotations
 
+from decimal import Decimal
+
 from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
@@ -90,7 +92,7 @@ class Deployment(StateMachineMixin, TimeStampedModel):
     status_message = models.TextField(blank=True)
     replicas = models.PositiveSmallIntegerField(default=1, validators=[MinValueValidator(1), MaxValueValidator(8)])
     cpu = models.DecimalField(max_digits=5, decimal_places=2, default=1,
-                              validators=[MinValueValidator(0.1), MaxValueValidator(64)],
+                              validators=[MinValueValidator(Decimal("0.1")), MaxValueValidator(64)],
                               help_text="CPU cores per replica (requests and limits on Kubernetes).")
     memory_mb = models.PositiveIntegerField(default=1024, validators=[MinValueValidator(128),
                                                                       MaxValueValidator(262144)])

@@ -4,6 +4,7 @@ from rest_framework.routers import DefaultRouter
 
 from apps.accounts.api.views import ApiTokenViewSet, MembershipViewSet, MeView, TeamViewSet, UserViewSet
 from apps.audit.api.views import AuditEventViewSet
+from apps.deployments.api.views import DeploymentKeyViewSet, DeploymentViewSet, EnvironmentViewSet, ReplicaViewSet
 from apps.registry.api.views import (
     ArtifactScanViewSet,
     MlflowWebhookView,
@@ -20,6 +21,10 @@ router.register("audit-events", AuditEventViewSet, basename="auditevent")
 router.register("models", RegisteredModelViewSet, basename="model")
 router.register("versions", ModelVersionViewSet, basename="version")
 router.register("scans", ArtifactScanViewSet, basename="scan")
+router.register("environments", EnvironmentViewSet, basename="environment")
+router.register("deployments", DeploymentViewSet, basename="deployment")
+router.register("deployment-keys", DeploymentKeyViewSet, basename="deploymentkey")
+router.register("replicas", ReplicaViewSet, basename="replica")
 
 urlpatterns = [path("me/", MeView.as_view(), name="me"), *router.urls]
 urlpatterns += [path("hooks/mlflow/", MlflowWebhookView.as_view(), name="mlflow-webhook")]

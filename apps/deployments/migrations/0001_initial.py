@@ -2,6 +2,7 @@
 
 import apps.core.models
 import django.core.validators
+from decimal import Decimal
 import django.db.models.deletion
 from django.conf import settings
 from django.db import migrations, models
@@ -30,7 +31,7 @@ class Migration(migrations.Migration):
                 ('status', models.CharField(choices=[('pending', 'Pending'), ('deploying', 'Deploying'), ('running', 'Running'), ('updating', 'Updating'), ('rolling_back', 'Rolling back'), ('degraded', 'Degraded'), ('failed', 'Failed'), ('stopping', 'Stopping'), ('stopped', 'Stopped')], default='pending', max_length=20)),
                 ('status_message', models.TextField(blank=True)),
                 ('replicas', models.PositiveSmallIntegerField(default=1, validators=[django.core.validators.MinValueValidator(1), django.core.validators.MaxValueValidator(8)])),
-                ('cpu', models.DecimalField(decimal_places=2, default=1, help_text='CPU cores per replica (requests and limits on Kubernetes).', max_digits=5, validators=[django.core.validators.MinValueValidator(0.1), django.core.validators.MaxValueValidator(64)])),
+                ('cpu', models.DecimalField(decimal_places=2, default=1, help_text='CPU cores per replica (requests and limits on Kubernetes).', max_digits=5, validators=[django.core.validators.MinValueValidator(Decimal("0.1")), django.core.validators.MaxValueValidator(64)])),
                 ('memory_mb', models.PositiveIntegerField(default=1024, validators=[django.core.validators.MinValueValidator(128), django.core.validators.MaxValueValidator(262144)])),
                 ('timeout_seconds', models.FloatField(default=10.0, validators=[django.core.validators.MinValueValidator(0.1), django.core.validators.MaxValueValidator(300)])),
                 ('max_payload_bytes', models.PositiveIntegerField(default=1048576, validators=[django.core.validators.MinValueValidator(1024), django.core.validators.MaxValueValidator(104857600)])),

@@ -1,0 +1,48 @@
+"""Celery entry points of serving: thin, they load by id and run the reconcile loop as the system."""
+from __future__ import annotations
+
+import logging
+
+from celery import shared_task
+from celery.signals import worker_ready
+
+log = logging.getLogger(__name__)
+
+
+@shared_task(name="deployments.reconcile", acks_late=True, ignore_result=True)
+def reconcile_deployment(deployment_id: int) -> str:
+    """One reconcile pass of one deployment (queued by every service that changes it)."""
+    from apps.deployments.reconcile import deployment_reconcile
+
+    deployment = deployment_reconcile(deployment_id=deployment_id)
+    return deployment.status if deployment is not None else "skipped"
+
+
+@shared_task(name="deployments.reconcile_all", ignore_result=True)
+def reconcile_all() -> int:
+    """Beat's safety net: every deployment that has or should have replicas gets a pass (crash restarts,
+    health, rollback windows, a route Redis missed)."""
+    from apps.deployments.models import Deployment, Replica
+    from apps.deployments.reconcile import deployment_reconcile
+
+    ids = set(Deployment.objects.exclude(status=Deployment.Status.STOPPED).values_list("pk", flat=True))
+    ids |= set(Replica.objects.exclude(status=Replica.Status.STOPPED)
+               .values_list("variant__deployment_id", flat=True))
+    for deployment_id in sorted(ids):
+        try:
+            deployment_reconcile(deployment_id=deployment_id)
+        except Exception:  # noqa: BLE001 - one broken deployment must not stop the others' reconcile
+            log.exception("reconcile of deployment %s failed", deployment_id)
+    return len(ids)
+
+
+@worker_ready.connect
+def _adopt_replicas(**_kwargs) -> None:
+    """A (re)started worker adopts the replica processes that are still running and stops orphans."""
+    try:
+        from apps.deployments.replicas import replicas_adopt_and_sweep
+
+        summary = replicas_adopt_and_sweep()
+        log.info("replicas adopted on worker start: %s", summary)
+    except Exception:  # noqa: BLE001 - the worker must start even if the database is not reachable yet
+        log.exception("adopting replicas on worker start failed; reconcile_all will retry")
