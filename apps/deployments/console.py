@@ -55,7 +55,7 @@ def console_invoke(*, actor: Actor, deployment: Deployment, payload: Any) -> Con
     })
     started = time.perf_counter()
     try:
-        with urllib.request.urlopen(request, timeout=CONSOLE_TIMEOUT_SECONDS) as response:  # noqa: S310
+        with urllib.request.urlopen(request, timeout=CONSOLE_TIMEOUT_SECONDS) as response:
             status, raw, request_id = response.status, response.read(), response.headers.get("X-Request-ID", "")
     except urllib.error.HTTPError as exc:
         status, raw, request_id = exc.code, exc.read(), exc.headers.get("X-Request-ID", "")

@@ -246,7 +246,7 @@ def deployment_update(*, actor: Actor, deployment_id: int, **changes: Any) -> De
     _validate_rate_limit(deployment)
     deployment.generation += 1
     deployment.save()
-    if "replicas" in values and values["replicas"]:
+    if values.get("replicas"):
         deployment.variants.filter(role__in=Variant.ACTIVE_ROLES).update(replicas=deployment.replicas)
     after = deployment.snapshot()
     changed = {k: after[k] for k in after if before.get(k) != after[k] and k != "generation"}
@@ -272,9 +272,8 @@ def deployment_rollout_start(*, actor: Actor, deployment_id: int, model_version_
     if version.model_id != deployment.model_id:
         raise field_error("model_version", f"{version} is not a version of {deployment.model.name}.")
     _require_may_deploy_to(actor, deployment.environment)
-    if strategy is not None:
-        if strategy not in Deployment.Strategy.values:
-            raise field_error("strategy", f"Choose one of {', '.join(Deployment.Strategy.values)}.")
+    if strategy is not None and strategy not in Deployment.Strategy.values:
+        raise field_error("strategy", f"Choose one of {', '.join(Deployment.Strategy.values)}.")
     strategy = strategy or deployment.strategy
     if deployment.variants.filter(role=Variant.Role.CANDIDATE).exists():
         raise Conflict("A rollout is already in progress; roll it back or wait for it to finish.",

@@ -31,7 +31,7 @@ def reconcile_all() -> int:
     for deployment_id in sorted(ids):
         try:
             deployment_reconcile(deployment_id=deployment_id)
-        except Exception:  # noqa: BLE001 - one broken deployment must not stop the others' reconcile
+        except Exception:
             log.exception("reconcile of deployment %s failed", deployment_id)
     return len(ids)
 
@@ -44,5 +44,5 @@ def _adopt_replicas(**_kwargs) -> None:
 
         summary = replicas_adopt_and_sweep()
         log.info("replicas adopted on worker start: %s", summary)
-    except Exception:  # noqa: BLE001 - the worker must start even if the database is not reachable yet
+    except Exception:
         log.exception("adopting replicas on worker start failed; reconcile_all will retry")
