@@ -64,6 +64,15 @@ DEMO_USERS = [
 ]
 
 
+# Serving environments, all on the local backend (MLflow scoring servers on this machine).
+DEMO_ENVIRONMENTS = [
+    ("dev", "Try things out: anyone with the ML engineer role deploys here.", False),
+    ("staging", "Pre-production checks with production-like settings.", False),
+    ("production", "Production: deployments only through an approved promotion (platform admins until then).",
+     True),
+]
+
+
 def demo_logins_text() -> str:
     """A few lines naming the demo logins, for standalone's ready message."""
     lines = [f'Demo logins (password "{DEMO_PASSWORD}"):']
@@ -76,7 +85,8 @@ def demo_logins_text() -> str:
 
 
 class Command(BaseCommand):
-    help = "Create the demo teams and users (one per role) if they do not exist yet. Safe to run again."
+    help = ("Create the demo teams, users (one per role) and serving environments if they do not exist yet. "
+            "Safe to run again.")
 
     def handle(self, *args, **options):
         # Imported here so that importing this module (standalone reads DEMO_PASSWORD) needs no app registry.
@@ -84,6 +94,8 @@ class Command(BaseCommand):
 
         from apps.accounts.models import Membership, Team, User
         from apps.accounts.services import membership_add, team_create, user_create
+        from apps.deployments.models import Environment
+        from apps.deployments.services import environment_create
         from apps.core.actors import Actor
         from apps.core.errors import ServiceError
 
@@ -112,6 +124,11 @@ class Command(BaseCommand):
                     if not Membership.objects.filter(user=user, team=team, role=spec.role).exists():
                         membership_add(actor=actor, team_id=team.pk, user_id=user.pk, role=spec.role)
                         created.append(f"membership {spec.username}={spec.role}@{spec.team}")
+                for env_name, description, is_production in DEMO_ENVIRONMENTS:
+                    if not Environment.objects.filter(name=env_name).exists():
+                        environment_create(actor=actor, name=env_name, description=description,
+                                           is_production=is_production)
+                        created.append(f"environment {env_name}")
         except ServiceError as exc:
             raise CommandError(f"seed_demo: {exc.message} {exc.fields or ''}".strip()) from exc
 

@@ -394,6 +394,11 @@ class Command(BaseCommand):
         self.ping_worker(env)
         if mlflow_child is not None:
             self.register_webhook(env)
+        if not opts["no_demo"]:
+            # Demo models that really serve: trained, logged, scanned and deployed in the background (about a
+            # minute; logs/demo_models.log), so the dashboard is usable while it runs. A step: not supervised.
+            self.sup.spawn("demo_models", manage + ["seed_demo_models"], env, cwd=Path(settings.BASE_DIR),
+                           is_step=True)
 
     def load_webhook_secrets(self) -> dict[str, str]:
         """The MLflow webhook's HMAC secret and MLflow's key for storing it, kept in the data directory so
