@@ -6,6 +6,7 @@ urlpatterns = [
     path("", include("apps.accounts.urls")),
     path("", include("apps.audit.urls")),
     path("", include("apps.registry.urls")),
+    path("deployments/", include("apps.deployments.urls")),
     path("api/v1/", include(("apps.core.api.urls", "api"), namespace="api")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),

@@ -74,6 +74,25 @@ def OTHER_404_PA(answer) -> tuple:
 def PA_ONLY(answer) -> tuple:
     return row(LOGIN, 403, 403, 403, 403, 403, 403, answer)
 
+
+# serving: deployment.create / update / rollback / key_manage are the operators' verbs (ML engineer, team admin);
+# deployment.invoke (the "try it" box) is the builders' too (data scientist)
+def DEPLOY(answer) -> tuple:
+    return row(LOGIN, 403, 403, answer, 403, 403, answer, answer)
+
+
+def INVOKE(answer) -> tuple:
+    return row(LOGIN, 403, answer, answer, 403, 403, answer, answer)
+
+
+def API_DEPLOY(answer) -> tuple:
+    return row(401, 403, 403, answer, 403, 403, answer, answer)
+
+
+def API_OTHER_404(answer) -> tuple:
+    """Another team's object through the API: a 404 for every team role, ``answer`` for the platform admin."""
+    return row(401, 404, 404, 404, 404, 404, 404, answer)
+
 TABLE: dict[str, dict[str, tuple | dict]] = {
     # ------------------------------------------------------------ the shell
     "core:home": {"GET": ALL_200},
@@ -82,7 +101,6 @@ TABLE: dict[str, dict[str, tuple | dict]] = {
     "core:team_switch": {"GET": PAGE_POST_ONLY,
                          "POST": row(LOGIN, 302, 302, 302, 302, 302, 302, 302)},
     # "not yet" areas: every team role holds model/deployment/promotion/monitoring/cost .view (ROLE_VERBS _READ)
-    "core:area_deployments": {"GET": ALL_200},
     "core:area_approvals": {"GET": ALL_200},
     "core:area_monitoring": {"GET": ALL_200},
     "core:area_costs": {"GET": ALL_200},
@@ -154,11 +172,45 @@ TABLE: dict[str, dict[str, tuple | dict]] = {
     # a blocked scan: releasing it is a platform admin's alone
     "registry:scan_override": {"GET": own_other(PA_ONLY(200), OTHER_404),
                                "POST": own_other(PA_ONLY(302), OTHER_404_PA(302))},
+    # an upload (rows and a stored file; nothing reaches MLflow): every member follows it, builders retry it
+    "registry:upload_detail": {"GET": own_other(ALL_200, OTHER_404)},
+    "registry:upload_status": {"GET": own_other(ALL_200, OTHER_404)},
+    "registry:upload_retry": {"GET": PAGE_POST_ONLY,
+                              "POST": own_other(REGISTER_302, OTHER_404_PA(302))},  # a failed upload, queued again
     # MLflow's experiments have no team: experiment.view in any team opens them all (403 without it)
     "registry:experiment_list": {"GET": EXPERIMENTS_503},
     "registry:experiment_detail": {"GET": EXPERIMENTS_503},
     "registry:run_detail": {"GET": EXPERIMENTS_503},
     "registry:run_compare": {"GET": EXPERIMENTS_503},
+    # ------------------------------------------------------------ serving pages
+    # Objects are rows made with the ORM (_deployment below); no model server starts (the reconcile that a
+    # service queues on commit never runs inside the matrix's transaction). The "try it" box reaches a gateway on
+    # a closed port (_gateway_unreachable), so "allowed" is its 503 there.
+    "deployments:deployment_list": {"GET": ALL_200},
+    # {"model_version": a ready version of own/other team}: the other team's is not theirs to deploy (a 400 on
+    # the field, from the service), except for a platform admin
+    "deployments:deployment_create": {"GET": DEPLOY(200),
+                                      "POST": own_other(DEPLOY(302), row(LOGIN, 403, 403, 400, 403, 403, 400, 302))},
+    "deployments:deployment_detail": {"GET": own_other(ALL_200, OTHER_404)},
+    "deployments:deployment_status": {"GET": own_other(ALL_200, OTHER_404)},
+    "deployments:deployment_edit": {"GET": own_other(DEPLOY(200), OTHER_404),
+                                    "POST": own_other(DEPLOY(302), OTHER_404_PA(302))},  # {"replicas": 2}
+    # a running deployment, {"model_version": its model's other ready version}: a blue-green rollout starts
+    "deployments:deployment_rollout": {"GET": PAGE_POST_ONLY, "POST": own_other(DEPLOY(302), OTHER_404_PA(302))},
+    # a rollout in progress: the rollback cancels its candidate
+    "deployments:deployment_rollback": {"GET": PAGE_POST_ONLY, "POST": own_other(DEPLOY(302), OTHER_404_PA(302))},
+    "deployments:deployment_stop": {"GET": PAGE_POST_ONLY, "POST": own_other(DEPLOY(302), OTHER_404_PA(302))},
+    "deployments:deployment_start": {"GET": PAGE_POST_ONLY,  # a stopped deployment
+                                     "POST": own_other(DEPLOY(302), OTHER_404_PA(302))},
+    "deployments:deployment_try": {"GET": PAGE_POST_ONLY, "POST": own_other(INVOKE(503), OTHER_404_PA(503))},
+    # keys are listed (never shown) to every member; POST {"name": ...}: the page again, with the new key once
+    "deployments:key_list": {"GET": own_other(ALL_200, OTHER_404), "POST": own_other(DEPLOY(200), OTHER_404_PA(200))},
+    "deployments:key_revoke": {"GET": PAGE_POST_ONLY, "POST": own_other(DEPLOY(302), OTHER_404_PA(302))},
+    "deployments:replica_output": {"GET": own_other(ALL_200, OTHER_404)},
+    # environments are not a team's: everyone signed in sees them, platform admins change them
+    "deployments:environment_list": {"GET": ALL_200},
+    "deployments:environment_create": {"GET": PA_ONLY(200), "POST": PA_ONLY(302)},
+    "deployments:environment_edit": {"GET": PA_ONLY(200), "POST": PA_ONLY(302)},
     # ------------------------------------------------------------ API
     "api:api-root": {"GET": API_ALL_200},
     "api:me": {"GET": API_ALL_200},
@@ -243,9 +295,40 @@ TABLE: dict[str, dict[str, tuple | dict]] = {
     # a fresh blocked scan, a real justification: releasing a blocked version is a platform admin's alone
     "api:scan-override": {"POST": own_other(row(401, 403, 403, 403, 403, 403, 403, 200),
                                             row(401, 404, 404, 404, 404, 404, 404, 200))},
+    "api:upload-list": {"GET": API_ALL_200},
+    "api:upload-detail": {"GET": own_other(API_ALL_200, row(401, 404, 404, 404, 404, 404, 404, 200))},
+    # a failed upload whose file is still stored: queued again (202)
+    "api:upload-retry": {"POST": own_other(row(401, 403, 202, 202, 403, 403, 202, 202),
+                                           row(401, 404, 404, 404, 404, 404, 404, 202))},
     # MLflow's webhook authenticates by its HMAC signature, never by session or token. The matrix configures no
     # secret, so it refuses everyone alike; signatures are tested in tests/registry/test_api.py.
     "api:mlflow-webhook": {"POST": row(503, 503, 503, 503, 503, 503, 503, 503)},
+    # ------------------------------------------------------------ serving API
+    # The same ORM rows as the serving pages (_deployment); "try it" reaches the closed gateway port (503).
+    "api:environment-list": {"GET": API_ALL_200, "POST": API_PA_ONLY},
+    "api:environment-detail": {"GET": API_ALL_200,
+                               "PATCH": row(401, 403, 403, 403, 403, 403, 403, 200)},  # {"description": ...}
+    # POST {"model_version": own/other team's ready version}. The service looks the version up before the
+    # permission (another team's version is "no such version", 400, for every team role: it tells nothing).
+    "api:deployment-list": {"GET": API_ALL_200,
+                            "POST": own_other(API_DEPLOY(201), row(401, 400, 400, 400, 400, 400, 400, 201))},
+    "api:deployment-detail": {"GET": own_other(API_ALL_200, API_OTHER_404(200)),
+                              "PATCH": own_other(API_DEPLOY(200), API_OTHER_404(200))},  # {"replicas": 2}
+    "api:deployment-rollout": {"POST": own_other(API_DEPLOY(200), API_OTHER_404(200))},
+    "api:deployment-rollback": {"POST": own_other(API_DEPLOY(200), API_OTHER_404(200))},
+    "api:deployment-stop": {"POST": own_other(API_DEPLOY(200), API_OTHER_404(200))},
+    "api:deployment-start": {"POST": own_other(API_DEPLOY(200), API_OTHER_404(200))},
+    "api:deployment-events": {"GET": own_other(API_ALL_200, API_OTHER_404(200))},
+    "api:deployment-variants": {"GET": own_other(API_ALL_200, API_OTHER_404(200))},
+    "api:deployment-replicas": {"GET": own_other(API_ALL_200, API_OTHER_404(200))},
+    "api:deployment-keys": {"GET": own_other(API_ALL_200, API_OTHER_404(200)),
+                            "POST": own_other(API_DEPLOY(201), API_OTHER_404(201))},
+    "api:deployment-metrics": {"GET": own_other(API_ALL_200, API_OTHER_404(200))},
+    "api:deployment-try-it": {"POST": own_other(row(401, 403, 503, 503, 403, 403, 503, 503), API_OTHER_404(503))},
+    "api:deploymentkey-detail": {"GET": own_other(API_ALL_200, API_OTHER_404(200))},
+    "api:deploymentkey-revoke": {"POST": own_other(API_DEPLOY(200), API_OTHER_404(200))},
+    "api:replica-detail": {"GET": own_other(API_ALL_200, API_OTHER_404(200))},
+    "api:replica-log": {"GET": own_other(API_ALL_200, API_OTHER_404(200))},
     # ------------------------------------------------------------ API description (public: it holds no data)
     "schema": {"GET": row(200, 200, 200, 200, 200, 200, 200, 200)},
     "api-docs": {"GET": row(200, 200, 200, 200, 200, 200, 200, 200)},
@@ -414,6 +497,11 @@ def _static(name):
     return lambda w, m, which, role: (reverse(name), None)
 
 
+def _deployment_read(name: str):
+    """A read of a fresh deployment of the team (see _deployment below)."""
+    return lambda w, m, which, role: (reverse(name, args=[_deployment(w, which).pk]), None)
+
+
 REQUESTS = {
     "core:home": _static("core:home"),
     "core:home_counts": _static("core:home_counts"),
@@ -469,11 +557,54 @@ REQUESTS = {
     "registry:scan_override": lambda w, m, which, role: (
         reverse("registry:scan_override", args=[_page_blocked_scan(w, which).pk]),
         {"justification": "Reviewed with security: the flagged global is harmless here."}),
+    "registry:upload_detail": lambda w, m, which, role: (
+        reverse("registry:upload_detail", args=[_failed_upload(w, which).pk]), None),
+    "registry:upload_status": lambda w, m, which, role: (
+        reverse("registry:upload_status", args=[_failed_upload(w, which).pk]), None),
+    "registry:upload_retry": lambda w, m, which, role: (
+        reverse("registry:upload_retry", args=[_failed_upload(w, which or "own").pk]), None),
     "registry:experiment_list": _static("registry:experiment_list"),
     "registry:experiment_detail": lambda w, m, which, role: (reverse("registry:experiment_detail", args=["0"]), None),
     "registry:run_detail": lambda w, m, which, role: (reverse("registry:run_detail", args=["a" * 32]), None),
     "registry:run_compare": lambda w, m, which, role: (
         reverse("registry:run_compare") + f"?runs={'a' * 32}&runs={'b' * 32}", None),
+    # serving pages (objects: _deployment below)
+    "deployments:deployment_list": _static("deployments:deployment_list"),
+    "deployments:deployment_create": lambda w, m, which, role: (reverse("deployments:deployment_create"), {
+        "name": w.unique("matrix-new-"), "environment": _matrix_environment().pk,
+        "model_version": _registry_version(w, which).pk, "strategy": "blue_green"}),
+    "deployments:deployment_detail": lambda w, m, which, role: (
+        reverse("deployments:deployment_detail", args=[_deployment(w, which).pk]), None),
+    "deployments:deployment_status": lambda w, m, which, role: (
+        reverse("deployments:deployment_status", args=[_deployment(w, which).pk]), None),
+    "deployments:deployment_edit": lambda w, m, which, role: (
+        reverse("deployments:deployment_edit", args=[_deployment(w, which).pk]), {"replicas": "2"}),
+    "deployments:deployment_rollout": lambda w, m, which, role: _rollout_request(w, which, "deployments"),
+    "deployments:deployment_rollback": lambda w, m, which, role: (
+        reverse("deployments:deployment_rollback", args=[_deployment(w, which, candidate=True).pk]),
+        {"rollback-reason": "matrix"}),
+    "deployments:deployment_stop": lambda w, m, which, role: (
+        reverse("deployments:deployment_stop", args=[_deployment(w, which or "own").pk]), {"stop-reason": "matrix"}),
+    "deployments:deployment_start": lambda w, m, which, role: (
+        reverse("deployments:deployment_start", args=[_deployment(w, which or "own", status="stopped").pk]), None),
+    "deployments:deployment_try": lambda w, m, which, role: (
+        reverse("deployments:deployment_try", args=[_deployment(w, which or "own").pk]),
+        {"payload": '{"inputs": [[1.0, 2.0]]}'}),
+    "deployments:key_list": lambda w, m, which, role: (
+        reverse("deployments:key_list", args=[_deployment(w, which).pk]), {"name": "matrix"}),
+    "deployments:key_revoke": lambda w, m, which, role: (
+        reverse("deployments:key_revoke", args=[(k := _deployment_key(w, which or "own")).deployment_id, k.pk]),
+        None),
+    "deployments:replica_output": lambda w, m, which, role: (
+        reverse("deployments:replica_output", args=[(r := _replica(w, which)).variant.deployment_id, r.pk]), None),
+    "deployments:environment_list": _static("deployments:environment_list"),
+    "deployments:environment_create": lambda w, m, which, role: (
+        reverse("deployments:environment_create"), {"name": w.unique("matrix-env-"), "backend": "local",
+                                                    "backend_settings": "{}"}),
+    "deployments:environment_edit": lambda w, m, which, role: (
+        reverse("deployments:environment_edit", args=[_matrix_environment().pk]),
+        {"name": "matrix-dev", "backend": "local", "backend_settings": '{"max_replicas": 2}',
+         "description": w.unique("changed ")}),
     "api:api-root": _static("api:api-root"),
     "api:me": _static("api:me"),
     "api:user-list": lambda w, m, which, role: (
@@ -535,7 +666,41 @@ REQUESTS = {
     "api:scan-override": lambda w, m, which, role: (
         reverse("api:scan-override", args=[_registry_blocked_scan(w, which).pk]),
         {"justification": "Reviewed with security: the flagged global is harmless here."}),
+    "api:upload-list": _static("api:upload-list"),
+    "api:upload-detail": lambda w, m, which, role: (
+        reverse("api:upload-detail", args=[_failed_upload(w, which).pk]), None),
+    "api:upload-retry": lambda w, m, which, role: (
+        reverse("api:upload-retry", args=[_failed_upload(w, which).pk]), None),
     "api:mlflow-webhook": _static("api:mlflow-webhook"),
+    # serving API
+    "api:environment-list": lambda w, m, which, role: (reverse("api:environment-list"),
+                                                       {"name": w.unique("matrix-env-")}),
+    "api:environment-detail": lambda w, m, which, role: (
+        reverse("api:environment-detail", args=[_matrix_environment().pk]), {"description": w.unique("changed ")}),
+    "api:deployment-list": lambda w, m, which, role: (reverse("api:deployment-list"), {
+        "name": w.unique("matrix-new-"), "environment": _matrix_environment().pk,
+        "model_version": _registry_version(w, which or "own").pk}),
+    "api:deployment-detail": lambda w, m, which, role: (
+        reverse("api:deployment-detail", args=[_deployment(w, which).pk]), {"replicas": 2}),
+    "api:deployment-rollout": lambda w, m, which, role: _rollout_request(w, which, "api"),
+    "api:deployment-rollback": lambda w, m, which, role: (
+        reverse("api:deployment-rollback", args=[_deployment(w, which, candidate=True).pk]), {"reason": "matrix"}),
+    "api:deployment-stop": lambda w, m, which, role: (
+        reverse("api:deployment-stop", args=[_deployment(w, which).pk]), {"reason": "matrix"}),
+    "api:deployment-start": lambda w, m, which, role: (
+        reverse("api:deployment-start", args=[_deployment(w, which, status="stopped").pk]), None),
+    **{f"api:deployment-{action}": _deployment_read(f"api:deployment-{action}")
+       for action in ("events", "variants", "replicas", "metrics")},
+    "api:deployment-keys": lambda w, m, which, role: (
+        reverse("api:deployment-keys", args=[_deployment(w, which).pk]), {"name": "matrix"}),
+    "api:deployment-try-it": lambda w, m, which, role: (
+        reverse("api:deployment-try-it", args=[_deployment(w, which).pk]), {"payload": {"inputs": [[1.0, 2.0]]}}),
+    "api:deploymentkey-detail": lambda w, m, which, role: (
+        reverse("api:deploymentkey-detail", args=[_deployment_key(w, which).pk]), None),
+    "api:deploymentkey-revoke": lambda w, m, which, role: (
+        reverse("api:deploymentkey-revoke", args=[_deployment_key(w, which).pk]), None),
+    "api:replica-detail": lambda w, m, which, role: (reverse("api:replica-detail", args=[_replica(w, which).pk]), None),
+    "api:replica-log": lambda w, m, which, role: (reverse("api:replica-log", args=[_replica(w, which).pk]), None),
     "schema": _static("schema"),
     "api-docs": _static("api-docs"),
 }
@@ -584,6 +749,80 @@ def _page_blocked_scan(w: World, which: str | None):
 
     return ArtifactScan.objects.create(version=_page_version(w, which, status="blocked"), status="blocked",
                                        max_severity="critical")
+
+
+_UPLOAD_FILES: list = []  # a folder of the module's own (_upload_files), for the stored files of _failed_upload
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _upload_files(tmp_path_factory):
+    _UPLOAD_FILES[:] = [tmp_path_factory.mktemp("matrix-uploads")]
+
+
+def _failed_upload(w: World, which: str | None):
+    """A failed upload of the team with its stored file still there (so a retry is possible); rows only."""
+    from apps.registry.models import ModelUpload
+
+    path = _UPLOAD_FILES[0] / w.unique("upload-") / "model.pkl"
+    path.parent.mkdir()
+    path.write_bytes(b"\x80\x04K\x01.")
+    return ModelUpload.objects.create(team=w.team(which or "own"), model_name=w.unique("matrix-upload-"),
+                                      filename="model.pkl", file_path=str(path), size=5, status="failed",
+                                      error="MLflow was down", created_by=w.member_a)
+
+
+# ---------------------------------------------------------------- serving: ORM rows, and the gateway out of reach
+
+def _matrix_environment():
+    from apps.deployments.models import Environment
+
+    return Environment.objects.get_or_create(name="matrix-dev")[0]
+
+
+def _deployment(w: World, which: str | None, *, status: str = "running", candidate: bool = False):
+    """A deployment of the team serving v1 of a fresh model that has a second ready version (v2); with
+    ``candidate``, a blue-green rollout to v2 is in progress. Rows only: no replica process, no route."""
+    from apps.deployments.models import Deployment, Variant
+    from apps.registry.models import ModelVersion
+
+    v1 = _registry_version(w, which)
+    ModelVersion.objects.create(model=v1.model, version=2, status="ready", origin="run")
+    deployment = Deployment.objects.create(team=w.team(which or "own"), environment=_matrix_environment(),
+                                           model=v1.model, name=w.unique("matrix-dep-"),
+                                           status="updating" if candidate else status)
+    Variant.objects.create(deployment=deployment, name="v1", model_version=v1, weight=100, role="live")
+    if candidate:
+        Variant.objects.create(deployment=deployment, name="v2", model_version=v1.model.versions.get(version=2),
+                               weight=0, role="candidate")
+    return deployment
+
+
+def _rollout_request(w: World, which: str | None, where: str):
+    deployment = _deployment(w, which or "own")
+    version = deployment.model.versions.get(version=2)
+    if where == "api":
+        return reverse("api:deployment-rollout", args=[deployment.pk]), {"model_version": version.pk}
+    return (reverse("deployments:deployment_rollout", args=[deployment.pk]),
+            {"model_version": version.pk, "strategy": "blue_green"})
+
+
+def _deployment_key(w: World, which: str | None):
+    from apps.deployments.models import DeploymentKey
+
+    return DeploymentKey.objects.create(deployment=_deployment(w, which), name="matrix", prefix=w.unique("p"),
+                                        key_hash=w.unique("hash-"))
+
+
+def _replica(w: World, which: str | None):
+    from apps.deployments.models import Replica
+
+    return Replica.objects.create(variant=_deployment(w, which).variants.get(), index=0, status="ready", port=1)
+
+
+@pytest.fixture(autouse=True)
+def _gateway_unreachable(settings):
+    """The "try it" calls go to a closed port, answered at once: "allowed" is the gateway-down 503."""
+    settings.MODELPLANE_GATEWAY_URL = "http://127.0.0.1:1"
 
 
 @pytest.fixture(autouse=True)

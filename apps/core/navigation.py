@@ -25,7 +25,7 @@ class Area:
 AREAS: tuple[Area, ...] = (
     Area("home", "Home", "core:home", "profile.view", True),
     Area("models", "Models", "registry:model_list", "model.view", True),
-    Area("deployments", "Deployments", "core:area_deployments", "deployment.view", False),
+    Area("deployments", "Deployments", "deployments:deployment_list", "deployment.view", True),
     Area("approvals", "Approvals", "core:area_approvals", "promotion.view", False),
     Area("monitoring", "Monitoring", "core:area_monitoring", "monitoring.view", False),
     Area("costs", "Costs", "core:area_costs", "cost.view", False),
@@ -35,7 +35,6 @@ AREAS: tuple[Area, ...] = (
 
 # Which roadmap step brings each area (shown on its "not yet" page).
 ROADMAP = {
-    "deployments": "Serving (step 3 of 9): model servers, the inference gateway and the prediction log.",
     "approvals": "Approvals (step 4 of 9): promotion requests, gates and separation of duties.",
     "monitoring": "Monitoring (step 5 of 9): latency, throughput, errors, drift, fairness and alerts.",
     "costs": "Costs (step 8 of 9): metering, budgets, showback and right-sizing.",

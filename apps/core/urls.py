@@ -9,7 +9,6 @@ urlpatterns = [
     path("home/counts/", views.home_counts_json, name="home_counts"),
     path("healthz", views.healthz, name="healthz"),
     path("team/switch/", views.team_switch, name="team_switch"),
-    path("deployments/", views.area_not_yet, {"area": "deployments"}, name="area_deployments"),
     path("approvals/", views.area_not_yet, {"area": "approvals"}, name="area_approvals"),
     path("monitoring/", views.area_not_yet, {"area": "monitoring"}, name="area_monitoring"),
     path("costs/", views.area_not_yet, {"area": "costs"}, name="area_costs"),

@@ -60,7 +60,8 @@ def console_invoke(*, actor: Actor, deployment: Deployment, payload: Any) -> Con
     except urllib.error.HTTPError as exc:
         status, raw, request_id = exc.code, exc.read(), exc.headers.get("X-Request-ID", "")
     except OSError as exc:
-        raise ServiceUnavailable(f"The gateway at {settings.MODELPLANE_GATEWAY_URL} did not answer ({exc}). "
+        reason = getattr(exc, "reason", None) or exc
+        raise ServiceUnavailable(f"The gateway at {settings.MODELPLANE_GATEWAY_URL} did not answer ({reason}). "
                                  f"Is `manage.py gateway` running?", code="gateway_unavailable") from None
     latency = (time.perf_counter() - started) * 1000
     try:

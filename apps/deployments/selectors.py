@@ -89,3 +89,13 @@ def key_get(*, actor: Actor, pk: int) -> DeploymentKey:
         raise NotFound("No such key.")
     deployment_get(actor=actor, pk=key.deployment_id)
     return key
+
+
+def replica_ready_counts(*, deployment_ids: list[int]) -> dict[int, int]:
+    """Ready replicas of the live variants of each deployment (for lists: one query for the page's rows).
+
+    The caller passes ids of deployments it already resolved through :func:`deployment_list`."""
+    rows = (Replica.objects.filter(variant__deployment_id__in=deployment_ids, variant__role=Variant.Role.LIVE,
+                                   desired=True, status=Replica.Status.READY)
+            .values("variant__deployment_id").annotate(n=Count("id")).values_list("variant__deployment_id", "n"))
+    return dict(rows)

@@ -190,11 +190,11 @@ def test_another_teams_page_is_not_found(signed_in, shot):
 def test_an_area_not_built_yet_says_when_it_arrives(signed_in, shot):
     page = signed_in("scientist")
     page.goto("/")
-    page.locator("[data-nav=deployments]").click()
-    page.wait_for_url(re.compile(r"/deployments/$"))
-    expect(page.locator("[data-nav=deployments]")).to_have_attribute("aria-current", "page")
+    page.locator("[data-nav=monitoring]").click()
+    page.wait_for_url(re.compile(r"/monitoring/$"))
+    expect(page.locator("[data-nav=monitoring]")).to_have_attribute("aria-current", "page")
     expect(page.locator("[data-not-yet]")).to_contain_text("Not yet")
-    expect(page.locator("[data-not-yet]")).to_contain_text("Serving (step 3 of 9)")
+    expect(page.locator("[data-not-yet]")).to_contain_text("Monitoring (step 5 of 9)")
     shot(page, "not-yet")
 
 

@@ -432,3 +432,22 @@ def test_api_try_says_when_the_gateway_is_down(w, settings):
     assert r.status_code == 403
     r = _api(w.sci).post(f"/api/v1/deployments/{deployment.pk}/try/", {"payload": [1, 2]}, format="json")
     assert r.status_code == 400 and "payload" in r.json()["error"]["fields"]
+
+
+def test_api_metrics_flattens_the_rollups_per_variant(w):
+    from apps.monitoring.models import HISTOGRAM_SIZE, PredictionRollup
+
+    deployment = _deploy(w)
+    minute = timezone.now().replace(second=0, microsecond=0) - timedelta(minutes=2)
+    histogram = [0] * HISTOGRAM_SIZE
+    histogram[2] = 60
+    PredictionRollup.objects.create(deployment_id=deployment.pk, variant="v1", minute=minute, count=60, sampled=6,
+                                    errors=3, client_errors=1, latency_sum_ms=240.0, latency_max_ms=9.0,
+                                    latency_histogram=histogram)
+    r = _api(w.viewer).get(f"/api/v1/deployments/{deployment.pk}/metrics/")
+    assert r.status_code == 200, r.content
+    (point,) = r.json()
+    assert (point["variant"], point["count"], point["errors"], point["rps"]) == ("v1", 60, 3, 1.0)
+    assert point["mean_ms"] == 4.0 and point["p50_ms"] is not None
+    assert _api(w.viewer).get(f"/api/v1/deployments/{deployment.pk}/metrics/?since=yesterday").status_code == 400
+    assert _api(w.other).get(f"/api/v1/deployments/{deployment.pk}/metrics/").status_code == 404

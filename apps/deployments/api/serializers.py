@@ -154,13 +154,19 @@ class ReplicaLogSerializer(serializers.Serializer):
 
 
 class MetricsPointSerializer(serializers.Serializer):
+    variant = serializers.CharField(help_text="The variant that answered (empty: none did, e.g. 503s).")
     minute = serializers.DateTimeField()
-    variant = serializers.CharField()
     count = serializers.IntegerField()
-    errors = serializers.IntegerField()
-    p50 = serializers.FloatField(allow_null=True)
-    p95 = serializers.FloatField(allow_null=True)
-    p99 = serializers.FloatField(allow_null=True)
+    sampled = serializers.IntegerField(help_text="Requests whose inputs and outputs were logged.")
+    errors = serializers.IntegerField(help_text="5xx answers and gateway errors.")
+    client_errors = serializers.IntegerField(help_text="4xx answers.")
+    rps = serializers.FloatField()
+    error_rate = serializers.FloatField()
+    mean_ms = serializers.FloatField()
+    max_ms = serializers.FloatField()
+    p50_ms = serializers.FloatField(allow_null=True)
+    p95_ms = serializers.FloatField(allow_null=True)
+    p99_ms = serializers.FloatField(allow_null=True)
 
 
 class TrySerializer(StrictInputSerializer):

@@ -178,8 +178,10 @@ class DeploymentViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiVie
                 since = timezone.make_aware(since, timezone.utc)
         from apps.monitoring.selectors import rollup_series
 
-        points = rollup_series(deployment_id=deployment.pk, since=since,
+        series = rollup_series(deployment_id=deployment.pk, since=since,
                                variant=request.query_params.get("variant") or None)
+        points = [{"variant": variant, **point.as_dict()} for variant, items in sorted(series.items())
+                  for point in items]
         return Response(s.MetricsPointSerializer(points, many=True).data)
 
     @extend_schema(request=s.TrySerializer, responses=dict, filters=False,
