@@ -31,6 +31,8 @@ RECONCILE_LOCK = 0x4D50_4450  # "MPDP": advisory-lock namespace of deployment re
 # A variant whose replicas crashed this many times without ever becoming ready is given up on.
 MAX_FAILED_STARTS = 3
 SMOKE_TIMEOUT_SECONDS = 10.0
+# How long a retired variant's replicas keep running after the route without them went out.
+DRAIN_SECONDS = 2.0
 
 SYSTEM = "reconciler"
 
@@ -64,10 +66,18 @@ def deployment_reconcile(*, deployment_id: int) -> Deployment | None:
             _retire_expired_standbys(deployment)
             for variant in deployment.variants.all():
                 replicas_sync(variant=variant)
+        # The gateway hears of a retired variant (or a stop) before its replicas stop, and requests already on
+        # their way finish: replicas of a variant retired less than DRAIN_SECONDS ago are stopped next pass.
+        routing_publish(deployment_id)
+        draining = set(Replica.objects.filter(
+            variant__deployment=deployment, desired=False,
+            variant__retired_at__gt=timezone.now() - timedelta(seconds=DRAIN_SECONDS),
+        ).exclude(status=Replica.Status.STOPPED).values_list("pk", flat=True))
         for replica_id in (Replica.objects.filter(variant__deployment=deployment)
                            .exclude(status=Replica.Status.STOPPED, desired=False)
                            .values_list("pk", flat=True)):
-            replica_reconcile(replica_id=replica_id)
+            if replica_id not in draining:
+                replica_reconcile(replica_id=replica_id)
         _advance(deployment_id)
         routing_publish(deployment_id)
         return Deployment.objects.filter(pk=deployment_id).first()
