@@ -39,6 +39,26 @@ def pytest_configure(config):
         os.environ.setdefault("DATABASE_URL", services.database_url)
         os.environ.setdefault("REDIS_URL", services.redis_url)
         _point_settings_at_the_environment()
+    _isolate_celery()
+
+
+def _isolate_celery():
+    """Celery's tasks in a queue of this session's own, on a Redis database apart from the cache's
+    (controlplane/settings/test.py reads both names; the workers and beat that tests start inherit them).
+
+    Otherwise a worker that another session started on the same Redis takes this session's tasks (and looks for
+    their rows in its own database), and the cache.clear() of _clean_cache, a FLUSHDB, drops tasks that wait for
+    a worker, also another session's.
+    """
+    from urllib.parse import urlsplit, urlunsplit
+
+    from django.conf import settings
+
+    parts = urlsplit(os.environ["REDIS_URL"])
+    os.environ.setdefault("MODELPLANE_TEST_BROKER_URL", urlunsplit(parts._replace(path="/13")))
+    os.environ.setdefault("MODELPLANE_TEST_CELERY_QUEUE", f"test-{os.getpid()}")
+    settings.CELERY_BROKER_URL = os.environ["MODELPLANE_TEST_BROKER_URL"]
+    settings.CELERY_TASK_DEFAULT_QUEUE = os.environ["MODELPLANE_TEST_CELERY_QUEUE"]
 
 
 def _point_settings_at_the_environment():
@@ -53,10 +73,18 @@ def _point_settings_at_the_environment():
         settings.DATABASES["default"][key] = database[key]
     redis_url = os.environ["REDIS_URL"]
     settings.REDIS_URL = settings.CELERY_BROKER_URL = settings.CELERY_RESULT_BACKEND = redis_url
+    settings.MODELPLANE_GATEWAY_REDIS_URL = redis_url
     settings.CACHES["default"]["LOCATION"] = redis_url
 
 
 def pytest_unconfigure(config):
+    try:  # tasks that no worker of this session took (queued on commit by transactional tests) go with it
+        import redis
+
+        redis.Redis.from_url(os.environ["MODELPLANE_TEST_BROKER_URL"]).delete(
+            os.environ["MODELPLANE_TEST_CELERY_QUEUE"])
+    except Exception:  # noqa: BLE001, S110 - tidying only; Redis may already be gone
+        pass
     services = getattr(config, "_modelplane_embedded", None)
     if services is not None:
         services.stop()

@@ -30,7 +30,7 @@ pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parent.parent
 READY_TIMEOUT = 180
 STOP_TIMEOUT = 60
-SERVICES = ("postgres", "redis", "mlflow", "worker", "beat", "web")
+SERVICES = ("postgres", "redis", "mlflow", "worker", "beat", "web", "gateway")
 
 
 def free_port() -> int:
@@ -69,7 +69,8 @@ class Standalone:
         self.output_path = data_dir.parent / f"{data_dir.name}-run{run}.out"
         argv = [str(REPO / "dev"), "standalone", "--data-dir", str(data_dir),
                 "--port", str(ports["web"]), "--pg-port", str(ports["postgres"]),
-                "--redis-port", str(ports["redis"]), "--mlflow-port", str(ports["mlflow"])]
+                "--redis-port", str(ports["redis"]), "--mlflow-port", str(ports["mlflow"]),
+                "--gateway-port", str(ports.get("gateway") or free_port())]
         with open(self.output_path, "wb") as out:
             self.proc = subprocess.Popen(argv, cwd=REPO, env=standalone_env(), stdin=subprocess.DEVNULL,
                                          stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
@@ -233,7 +234,7 @@ def celery_ping(redis_url: str) -> subprocess.CompletedProcess:
 def test_standalone_serves_everything_survives_restart_and_stops_cleanly(data_dir):
     import redis
 
-    ports = {name: free_port() for name in ("web", "postgres", "redis", "mlflow")}
+    ports = {name: free_port() for name in ("web", "postgres", "redis", "mlflow", "gateway")}
     experiment = f"standalone-test-{os.getpid()}"
 
     # First start, on an empty data directory.
@@ -249,6 +250,9 @@ def test_standalone_serves_everything_survives_restart_and_stops_cleanly(data_di
     assert "scientist" in page
 
     assert urllib.request.urlopen(run.mlflow_url + "/health", timeout=10).status == 200
+    gateway = f"http://127.0.0.1:{ports['gateway']}"
+    assert gateway in out
+    assert urllib.request.urlopen(gateway + "/v2/health/ready", timeout=10).status == 200  # read the routes
     found = get_json(run.mlflow_url + "/api/2.0/mlflow/experiments/search?max_results=1")
     assert "experiments" in found
     created = urllib.request.urlopen(urllib.request.Request(

@@ -38,10 +38,13 @@ from urllib.parse import urlsplit, urlunsplit
 log = logging.getLogger(__name__)
 
 # Services stop in this order: first what takes requests, last what holds the data.
-STOP_ORDER = ["web", "beat", "worker", "mlflow", "redis", "postgres"]
+# The gateway first (it stops taking requests and flushes its buffered prediction records to Redis), the ingest
+# worker after it (so those records reach PostgreSQL), Redis and PostgreSQL last.
+STOP_ORDER = ["gateway", "web", "beat", "worker", "ingest", "mlflow", "redis", "postgres"]
 # How long each may take to stop cleanly before it is killed. A Celery worker finishes its running tasks on a
 # warm shutdown; tasks are acks_late, so one cut short by the kill is delivered again on the next start.
-STOP_GRACE_SECONDS = {"web": 15, "beat": 10, "worker": 30, "mlflow": 15, "redis": 15, "postgres": 30}
+STOP_GRACE_SECONDS = {"gateway": 15, "web": 15, "beat": 10, "worker": 30, "ingest": 15, "mlflow": 15, "redis": 15,
+                      "postgres": 30}
 STEP_GRACE_SECONDS = 10
 
 PG_SUPERUSER = "postgres"

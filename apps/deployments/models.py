@@ -196,10 +196,15 @@ class Replica(TimeStampedModel):
     next_restart_at = models.DateTimeField(null=True, blank=True)
     last_exit = models.CharField(max_length=200, blank=True)
     desired = models.BooleanField(default=True, help_text="False once the replica should be stopped.")
+    health_failures = models.PositiveSmallIntegerField(
+        default=0, help_text="Failed health checks in a row (3 make a ready replica unhealthy).")
+    crash_streak = models.PositiveIntegerField(
+        default=0, help_text="Crashes in a row, for the restart backoff (starts over after 10 min ready).")
 
     class Meta:
         ordering = ["variant", "index", "pk"]
         indexes = [models.Index(fields=["desired", "status"])]
+        constraints = [models.UniqueConstraint(fields=["variant", "index"], name="replica_unique_index")]
 
     def __str__(self) -> str:
         return f"{self.variant}#{self.index}"

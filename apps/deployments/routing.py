@@ -34,11 +34,12 @@ def routes_channel() -> str:
 
 
 def redis_client() -> redis.Redis:
-    """One client per process (tests may point REDIS_URL elsewhere: a new URL gets a new client)."""
+    """One client per process, on the Redis the gateway reads its routes from (MODELPLANE_GATEWAY_REDIS_URL,
+    which defaults to REDIS_URL); tests may point it elsewhere: a new URL gets a new client."""
     global _client
-    if _client is None or _client[0] != settings.REDIS_URL:
-        _client = (settings.REDIS_URL,
-                   redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2))
+    url = getattr(settings, "MODELPLANE_GATEWAY_REDIS_URL", "") or settings.REDIS_URL
+    if _client is None or _client[0] != url:
+        _client = (url, redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2))
     return _client[1]
 
 

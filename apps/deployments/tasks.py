@@ -5,17 +5,31 @@ import logging
 
 from celery import shared_task
 from celery.signals import worker_ready
+from django.core.cache import cache
 
 log = logging.getLogger(__name__)
 
+# Statuses that are on their way somewhere: the reconcile task looks again after FOLLOW_UP_SECONDS.
+SETTLING = frozenset({"pending", "deploying", "updating", "rolling_back", "stopping"})
+FOLLOW_UP_SECONDS = 2
+
 
 @shared_task(name="deployments.reconcile", acks_late=True, ignore_result=True)
-def reconcile_deployment(deployment_id: int) -> str:
+def reconcile_deployment(deployment_id: int, follow_up: bool = False) -> str:
     """One reconcile pass of one deployment (queued by every service that changes it)."""
     from apps.deployments.reconcile import deployment_reconcile
 
+    queued_key = f"deployments:reconcile-queued:{deployment_id}"
+    if follow_up:
+        cache.delete(queued_key)   # this is the follow-up that was queued: the next one may be queued now
     deployment = deployment_reconcile(deployment_id=deployment_id)
-    return deployment.status if deployment is not None else "skipped"
+    if deployment is None:
+        return "skipped"
+    # Replicas start without waiting for them (a model server takes 10-30 s): while settling, look again soon
+    # rather than at beat's next round. One follow-up at a time per deployment, however many passes were queued.
+    if deployment.status in SETTLING and cache.add(queued_key, 1, timeout=FOLLOW_UP_SECONDS + 30):
+        reconcile_deployment.apply_async((deployment_id,), {"follow_up": True}, countdown=FOLLOW_UP_SECONDS)
+    return deployment.status
 
 
 @shared_task(name="deployments.reconcile_all", ignore_result=True)

@@ -51,6 +51,12 @@ the JSON record::
      "inputs": {...} | null, "outputs": {...} | null, "entity_key": "cust-42" | null,
      "error": null | "short reason"}
 
+``inputs`` is the MLflow scoring payload the model server was sent (for an Open Inference Protocol request, its
+translation, e.g. ``{"dataframe_split": {...}}``), or the client's parsed body when the request was refused
+before it reached a model server (null when the body was not JSON); ``outputs`` is the model server's JSON
+answer (``{"predictions": [...]}``), null on an error. ``request_id`` is the ``X-Request-ID`` the client got back
+(its own, or one the gateway made), so a client can find its prediction in the log.
+
 Every request is counted in the per-minute rollups; only sampled ones become rows of the prediction log.
 Requests refused before a deployment is known (unknown deployment, bad key) are not recorded there; the
 gateway counts them in its own metrics. ``variant`` / ``model_version`` are null when no variant was picked.
@@ -74,3 +80,61 @@ def deployment_key_hash(key: str) -> str:
     import hashlib
 
     return hashlib.sha256(key.encode()).hexdigest()
+
+
+# Console tokens: the dashboard's "try it" box calls the gateway for a signed-in user without a deployment key.
+# The web process signs ``f"{deployment_name}:{unix_ts}"`` with a secret it shares with the gateway; the gateway
+# accepts the token for that deployment alone, for CONSOLE_TOKEN_SECONDS. Header: CONSOLE_TOKEN_HEADER.
+CONSOLE_TOKEN_HEADER = "X-Modelplane-Console-Token"
+CONSOLE_TOKEN_SECONDS = 300
+# A token dated this far in the future is still accepted (clocks of the web and gateway hosts differ a little).
+CONSOLE_TOKEN_CLOCK_SKEW_SECONDS = 30
+
+
+def console_secret() -> bytes:
+    """The console tokens' HMAC key: ``MODELPLANE_GATEWAY_CONSOLE_SECRET``, else derived from ``SECRET_KEY``.
+
+    Read from Django's settings at call time (the gateway reads it once at start and passes it in), so that
+    production settings, which set SECRET_KEY after base.py, are the ones used.
+    """
+    import hashlib
+
+    from django.conf import settings
+
+    configured = getattr(settings, "MODELPLANE_GATEWAY_CONSOLE_SECRET", "") or ""
+    if configured:
+        return configured.encode()
+    return hashlib.sha256(f"modelplane-console:{settings.SECRET_KEY}".encode()).hexdigest().encode()
+
+
+def _console_mac(secret: bytes, deployment_name: str, ts: int) -> str:
+    import hashlib
+    import hmac
+
+    return hmac.new(secret, f"{deployment_name}:{ts}".encode(), hashlib.sha256).hexdigest()
+
+
+def console_token_make(deployment_name: str, now: float | None = None, *, secret: bytes | None = None) -> str:
+    """A console token for one deployment: ``<unix_ts>.<hex hmac-sha256(secret, "<name>:<unix_ts>")>``."""
+    import time
+
+    ts = int(time.time() if now is None else now)
+    return f"{ts}.{_console_mac(secret if secret is not None else console_secret(), deployment_name, ts)}"
+
+
+def console_token_valid(token: str, deployment_name: str, now: float | None = None, *,
+                        secret: bytes | None = None) -> bool:
+    """True when ``token`` was made for ``deployment_name`` by the holder of the secret less than
+    CONSOLE_TOKEN_SECONDS ago (and not more than the allowed clock skew in the future)."""
+    import hmac
+    import time
+
+    ts_text, dot, mac = (token or "").partition(".")
+    if not dot or not ts_text.isdigit() or len(ts_text) > 12 or len(mac) != 64:
+        return False
+    ts = int(ts_text)
+    current = time.time() if now is None else now
+    if ts < current - CONSOLE_TOKEN_SECONDS or ts > current + CONSOLE_TOKEN_CLOCK_SKEW_SECONDS:
+        return False
+    expected = _console_mac(secret if secret is not None else console_secret(), deployment_name, ts)
+    return hmac.compare_digest(expected, mac)

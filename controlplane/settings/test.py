@@ -14,8 +14,13 @@ CACHES = {
         "KEY_PREFIX": "mptest",
     }
 }
-CELERY_BROKER_URL = REDIS_URL
 CELERY_RESULT_BACKEND = REDIS_URL
+MODELPLANE_GATEWAY_REDIS_URL = REDIS_URL
+# Each test session's tasks go to a queue of its own, on a Redis database apart from the cache's (tests/conftest.py
+# names both; the Celery workers and beat that tests start inherit them from the environment): sessions running
+# at once never take each other's tasks, and a test's cache.clear() (FLUSHDB) never drops a queued task.
+CELERY_BROKER_URL = env("MODELPLANE_TEST_BROKER_URL", REDIS_URL)
+CELERY_TASK_DEFAULT_QUEUE = env("MODELPLANE_TEST_CELERY_QUEUE", "celery")
 # Throttles are exercised by their own tests with explicit rates; the suite must not trip them by accident.
 REST_FRAMEWORK = {
     **REST_FRAMEWORK,

@@ -365,7 +365,7 @@ def test_route_published_to_redis_with_keys_weights_and_ready_replicas(w, settin
 
 def test_publish_without_redis_fails_quietly_and_retries_later(w, settings):
     deployment = _running(w)
-    settings.REDIS_URL = "redis://127.0.0.1:1/0"
+    settings.MODELPLANE_GATEWAY_REDIS_URL = "redis://127.0.0.1:1/0"
     assert routing.routing_publish(deployment.pk) is False
 
 

@@ -94,10 +94,10 @@ class Command(BaseCommand):
 
         from apps.accounts.models import Membership, Team, User
         from apps.accounts.services import membership_add, team_create, user_create
-        from apps.deployments.models import Environment
-        from apps.deployments.services import environment_create
         from apps.core.actors import Actor
         from apps.core.errors import ServiceError
+        from apps.deployments.models import Environment
+        from apps.deployments.services import environment_create
 
         actor = Actor.system("seed_demo")
         created: list[str] = []

@@ -1,0 +1,56 @@
+"""``manage.py gateway``: run the data-plane process (apps.gateway.app) under uvicorn with uvloop and httptools.
+
+Django is set up for its settings only (manage.py does that); the gateway never opens a database connection.
+One process serves on one port; run more gateway replicas behind a load balancer to scale (rate limits are per
+process, see README "Gateway"). SIGTERM or Ctrl-C: uvicorn stops accepting, finishes the requests in flight,
+then the gateway writes its buffered prediction records (for up to 2 s) and exits.
+"""
+from __future__ import annotations
+
+from typing import ClassVar
+
+from django.conf import settings
+from django.core.management.base import BaseCommand
+
+
+class Command(BaseCommand):
+    help = ("Run the inference gateway (MLflow scoring format and Open Inference Protocol v2) on --host:--port "
+            "(default MODELPLANE_GATEWAY_HOST:MODELPLANE_GATEWAY_PORT).")
+    # Django's checks would import every app's URLs and admin; the gateway needs none of it to start.
+    requires_system_checks: ClassVar[list[str]] = []
+
+    def add_arguments(self, parser):
+        parser.add_argument("--host", default=None,
+                            help=f"Address to listen on (default {settings.MODELPLANE_GATEWAY_HOST}).")
+        parser.add_argument("--port", type=int, default=None,
+                            help=f"Port to listen on (default {settings.MODELPLANE_GATEWAY_PORT}).")
+        parser.add_argument("--keep-alive", type=int, default=65,
+                            help="Seconds an idle client connection is kept open (default 65: longer than the "
+                                 "usual load balancer's idle timeout, so the balancer closes first).")
+
+    def handle(self, *args, **opts):
+        import uvicorn
+
+        from apps.gateway.app import Gateway
+        from apps.gateway.config import GatewayConfig
+
+        host = opts["host"] or settings.MODELPLANE_GATEWAY_HOST
+        port = opts["port"] or settings.MODELPLANE_GATEWAY_PORT
+        app = Gateway(GatewayConfig.from_settings(settings))
+        config = uvicorn.Config(
+            app, host=host, port=port, loop="uvloop", http="httptools", lifespan="on", access_log=False,
+            server_header=False, timeout_keep_alive=opts["keep_alive"], backlog=2048,
+            # Django's LOGGING already configured the root logger; uvicorn's own config would replace it.
+            log_config=None, timeout_graceful_shutdown=10)
+        self.stdout.write(f"gateway listening on http://{host}:{port} (Redis {_redacted(app.config.redis_url)})")
+        self.stdout.flush()
+        uvicorn.Server(config).run()
+
+
+def _redacted(url: str) -> str:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.password:
+        return url.replace(f":{parts.password}@", ":***@")
+    return url
