@@ -236,7 +236,8 @@ def _charts(deployment: Deployment) -> tuple[list[dict], str]:
         from apps.monitoring.selectors import rollup_series
     except ImportError:
         return [], "Charts arrive with the prediction log (apps.monitoring), which is not installed here."
-    series = _normalise_series(rollup_series(deployment_id=deployment.pk, since=timezone.now() - CHART_WINDOW))
+    now = timezone.now()
+    series = _normalise_series(rollup_series(deployment_id=deployment.pk, since=now - CHART_WINDOW))
     if not series:
         return [], "No traffic in the last hour."
     colours = {name: VARIANT_COLOURS[i % len(VARIANT_COLOURS)] for i, name in enumerate(sorted(series))}
@@ -246,7 +247,10 @@ def _charts(deployment: Deployment) -> tuple[list[dict], str]:
 
     layout = {"height": 280, "margin": {"l": 55, "r": 15, "t": 10, "b": 40}, "hovermode": "x unified",
               "legend": {"orientation": "h", "x": 0, "y": 1.02, "yanchor": "bottom"},
-              "paper_bgcolor": "rgba(0,0,0,0)", "plot_bgcolor": "#fff", "xaxis": {"type": "date"}}
+              "paper_bgcolor": "rgba(0,0,0,0)", "plot_bgcolor": "#fff",
+              # The whole window, so one busy minute is one narrow bar rather than the full width.
+              "xaxis": {"type": "date", "range": [(now - CHART_WINDOW).isoformat(), now.isoformat()],
+                        "tickformat": "%H:%M"}}
     requests_fig = {"data": [{"type": "bar", "name": label(n), "x": [p["minute"] for p in pts],
                               "y": [p["count"] for p in pts], "marker": {"color": colours[n]}}
                              for n, pts in series.items()],

@@ -6,7 +6,9 @@ logging a few seconds, the scan, then a model server starting). Safe to run agai
 """
 from __future__ import annotations
 
+import tempfile
 import time
+from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
@@ -34,9 +36,14 @@ def _train_and_log(name: str, experiment: str, seed: int, columns: list[str], ve
             mlflow.log_params({"C": 1.0 / (n + 1), "max_iter": 500, "rows": 400})
             mlflow.log_metrics({"accuracy": float(model.score(frame, target)),
                                 "positive_rate": float(target.mean())})
-            dataset = mlflow.data.from_pandas(frame.assign(label=target), source=f"demo://{name}/train.csv",
-                                              name=f"{name}-train", targets="label")
-            mlflow.log_input(dataset, context="training")
+            # The training data goes with the run (data/train.csv), so a reference profile can be built from it.
+            with tempfile.TemporaryDirectory() as tmp:
+                csv = Path(tmp) / "train.csv"
+                frame.assign(label=target).to_csv(csv, index=False)
+                mlflow.log_artifact(str(csv), artifact_path="data")
+                dataset = mlflow.data.from_pandas(frame.assign(label=target), source=str(csv),
+                                                  name=f"{name}-train", targets="label")
+                mlflow.log_input(dataset, context="training")
             mlflow.sklearn.log_model(model, name="model", input_example=frame.head(3),
                                      serialization_format="cloudpickle")
             run_ids.append(run.info.run_id)
