@@ -98,7 +98,8 @@ def test_me_is_read_only(w):
 
 def test_api_root_lists_the_resources(w):
     body = w.client(w.bob).get("/api/v1/").json()
-    assert set(body) == {"users", "teams", "memberships", "tokens", "audit-events", "models", "versions"}
+    assert set(body) >= {"users", "teams", "memberships", "tokens", "audit-events", "models", "versions",
+                         "environments", "deployments"}
 
 
 # ---------------------------------------------------------------- users
