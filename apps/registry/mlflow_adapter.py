@@ -255,6 +255,39 @@ def versions_search(*, max_results: int = 1000) -> list:
     return out
 
 
+def aliases_by_model() -> dict[str, dict[str, int]]:
+    """Every registered model's aliases in MLflow, ``{name: {alias: version}}``, for the sync's drift check.
+
+    search_registered_models carries each model's aliases, so this is one call per 1000 models, not one per model.
+    """
+    c = client()
+    out: dict[str, dict[str, int]] = {}
+    token = None
+    with mlflow_call("listing registered models"):
+        while True:
+            page = c.search_registered_models(max_results=1000, page_token=token)
+            for rm in page:
+                out[rm.name] = {alias: int(version) for alias, version in (rm.aliases or {}).items()}
+            token = getattr(page, "token", None)
+            if not token:
+                break
+    return out
+
+
+def registered_model_aliases(name: str) -> dict[str, int] | None:
+    """One model's aliases in MLflow now (``{alias: version}``); None when MLflow has no such model."""
+    from mlflow.exceptions import MlflowException
+
+    with mlflow_call(f"reading the aliases of {name}"):
+        try:
+            rm = client().get_registered_model(name)
+        except MlflowException as exc:
+            if getattr(exc, "error_code", "") == "RESOURCE_DOES_NOT_EXIST":
+                return None
+            raise
+    return {alias: int(version) for alias, version in (rm.aliases or {}).items()}
+
+
 def registered_model_tags(name: str) -> dict[str, str]:
     with mlflow_call(f"reading registered model {name}", not_found=NotFound(f"MLflow has no model {name}.")):
         return dict(client().get_registered_model(name).tags)

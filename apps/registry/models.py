@@ -233,3 +233,49 @@ class ReferenceProfile(TimeStampedModel):
 
     def get_team_id(self) -> int:
         return self.version.model.team_id
+
+
+class ModelUpload(StateMachineMixin, TimeStampedModel):
+    """An uploaded model file on its way to becoming a version: the request stores the file and this row, a
+    Celery task logs it to MLflow and registers it (apps.registry.tasks.process_upload), so no web worker waits
+    on MLflow for a large file. A failed one keeps its file and can be retried."""
+
+    class Status(models.TextChoices):
+        RECEIVED = "received", "Received"        # stored, waiting for the worker
+        LOGGING = "logging", "Logging to MLflow"
+        REGISTERED = "registered", "Registered"
+        FAILED = "failed", "Failed"
+
+    TRANSITIONS = {
+        "received": {"logging", "failed"},
+        "logging": {"registered", "failed", "received"},  # received again: a retry of an upload whose worker died
+        "failed": {"received"},                            # a retry
+        "registered": set(),
+    }
+
+    team = models.ForeignKey(Team, on_delete=models.PROTECT, related_name="model_uploads")
+    model_name = models.CharField(max_length=128, validators=[model_name_validator])
+    filename = models.CharField(max_length=255, help_text="The file's name as uploaded (its suffix decides the "
+                                                          "kind: .zip, .pkl, .pickle, .skops).")
+    file_path = models.CharField(max_length=1000, help_text="Where the file waits on disk (MODELPLANE_UPLOAD_DIR); "
+                                                            "emptied once the file is deleted.")
+    size = models.BigIntegerField()
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.RECEIVED)
+    error = models.TextField(blank=True)
+    # What the registration is asked for, kept for the worker (and for a retry).
+    description = models.TextField(blank=True, max_length=5000)
+    tags = models.JSONField(default=dict, blank=True)
+    risk_tier = models.CharField(max_length=10, choices=RiskTier.choices, blank=True)
+    version = models.ForeignKey(ModelVersion, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True,
+                                   related_name="+")
+    attempts = models.PositiveIntegerField(default=0)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["team", "-created_at"]), models.Index(fields=["status", "finished_at"])]
+
+    def __str__(self) -> str:
+        return f"upload {self.pk} of {self.model_name} ({self.filename})"

@@ -1,7 +1,8 @@
 """Registry reads scoped to the actor's teams: another team's model or version is a 404."""
 from __future__ import annotations
 
-from django.db.models import Count, Exists, OuterRef, Prefetch, Q, QuerySet
+from django.db.models import Count, Exists, IntegerField, OuterRef, Prefetch, QuerySet, Subquery
+from django.db.models.functions import Coalesce
 
 from apps.core.actors import Actor
 from apps.core.errors import NotFound
@@ -10,9 +11,11 @@ from apps.registry.models import (
     AliasAssignment,
     ArtifactScan,
     ModelCard,
+    ModelUpload,
     ModelVersion,
     ReferenceProfile,
     RegisteredModel,
+    ScanFinding,
 )
 
 
@@ -69,13 +72,22 @@ def registeredmodel_get_by_name(*, actor: Actor, name: str) -> RegisteredModel:
     return model
 
 
+OPEN_SEVERITIES = ("critical", "high")
+
+
 def modelversion_list(*, actor: Actor, model_id: int | None = None) -> QuerySet[ModelVersion]:
     qs = scope_to_teams(ModelVersion.objects.select_related("model", "model__team", "registered_by"), actor,
                         "model.view", field="model__team_id")
     if model_id is not None:
         qs = qs.filter(model_id=model_id)
-    return qs.annotate(open_findings=Count("scans__findings", filter=Q(scans__findings__severity__in=[
-        "critical", "high"]), distinct=True))
+    # Open findings are those of the latest scan only, and none once a platform admin has overridden it: an old
+    # scan's findings were answered by the scans after it. Subqueries per row, not a join over every scan.
+    latest = ArtifactScan.objects.filter(version=OuterRef("pk")).order_by("-created_at", "-pk").values("pk")[:1]
+    open_ = (ScanFinding.objects.filter(scan_id=OuterRef("latest_scan_id"), scan__overridden_at__isnull=True,
+                                        severity__in=OPEN_SEVERITIES)
+             .order_by().values("scan_id").annotate(n=Count("pk")).values("n"))
+    return qs.annotate(latest_scan_id=Subquery(latest)).annotate(
+        open_findings=Coalesce(Subquery(open_, output_field=IntegerField()), 0))
 
 
 def modelversion_get(*, actor: Actor, pk: int) -> ModelVersion:
@@ -117,6 +129,35 @@ def artifactscan_get(*, actor: Actor, pk: int) -> ArtifactScan:
 
 def alias_history(*, model: RegisteredModel) -> QuerySet[AliasAssignment]:
     return model.alias_history.select_related("version", "assigned_by", "removed_by").order_by("-assigned_at")
+
+
+def modelupload_list(*, actor: Actor) -> QuerySet[ModelUpload]:
+    """Uploads to the actor's teams, newest first."""
+    return scope_to_teams(ModelUpload.objects.select_related("team", "created_by", "version"), actor, "model.view")
+
+
+def modelupload_get(*, actor: Actor, pk: int) -> ModelUpload:
+    upload = modelupload_list(actor=actor).filter(pk=pk).first()
+    if upload is None:
+        raise NotFound("Upload not found.")
+    return upload
+
+
+ALIAS_DRIFT_VERBS = ("alias.drift_reverted", "alias.drift_adopted")
+
+
+def alias_drift_recent(*, model: RegisteredModel, days: int = 30, limit: int = 10) -> list:
+    """The sync's recent answers to aliases moved straight in MLflow (reverted or adopted), newest first, from
+    the audit trail. The caller has already scoped ``model`` to the actor."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from apps.audit.models import AuditEvent
+
+    return list(AuditEvent.objects.filter(
+        target_type=RegisteredModel._meta.label_lower, target_id=str(model.pk), verb__in=ALIAS_DRIFT_VERBS,
+        occurred_at__gte=timezone.now() - timedelta(days=days)).order_by("-seq")[:limit])
 
 
 def profile_latest(*, version: ModelVersion) -> ReferenceProfile | None:

@@ -35,7 +35,7 @@ def run_artifact_scan(scan_id: int) -> str:
     except ServiceError as exc:
         services.artifactscan_complete(actor=actor, scan_id=scan_id, error=exc.message)
         return "error"
-    except Exception as exc:  # noqa: BLE001 - a scan that cannot finish must say so on the version page
+    except Exception as exc:  # a scan that cannot finish must say so on the version page
         log.exception("scan %s failed", scan_id)
         services.artifactscan_complete(actor=actor, scan_id=scan_id, error=f"{type(exc).__name__}: {exc}")
         return "error"
@@ -61,6 +61,28 @@ def sync_registry() -> dict:
         cache.delete("registry:sync:lock")
     cache.set(SYNC_REPORT_KEY, report, 24 * 3600)
     return report
+
+
+@shared_task(name="registry.process_upload", acks_late=True)
+def process_upload(upload_id: int) -> str:
+    """Log an uploaded model to MLflow and register it for its uploader (modelupload_process)."""
+    from apps.registry import services
+
+    upload = services.modelupload_process(actor=Actor.system("upload-worker"), upload_id=upload_id)
+    return "skipped" if upload is None else upload.status
+
+
+@shared_task(name="registry.purge_uploads")
+def purge_uploads() -> int:
+    """Delete the stored files of uploads that failed more than MODELPLANE_UPLOAD_RETENTION_HOURS ago."""
+    from datetime import timedelta
+
+    from django.conf import settings
+
+    from apps.registry import services
+
+    return services.modelupload_files_purge(actor=Actor.system("upload-purge"),
+                                            older_than=timedelta(hours=settings.MODELPLANE_UPLOAD_RETENTION_HOURS))
 
 
 try:  # Build the scanner's scikit-learn allowlist once per worker process, not on the first scan (5-8 s).

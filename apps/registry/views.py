@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from django.conf import settings
 from django.contrib import messages
@@ -20,6 +23,7 @@ from django.db.models.functions import Coalesce
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_POST
@@ -44,7 +48,16 @@ from apps.registry.forms import (
     UploadForm,
     format_key_values,
 )
-from apps.registry.models import ArtifactScan, ModelCard, ModelVersion, RegisteredModel, ScanFinding
+from apps.registry.models import (
+    AliasAssignment,
+    ArtifactScan,
+    ModelCard,
+    ModelUpload,
+    ModelVersion,
+    RegisteredModel,
+    RiskTier,
+    ScanFinding,
+)
 from apps.registry.uploads import limited_upload_handlers, too_large_error, upload_too_large
 
 MODELS_PAGE_SIZE = 25
@@ -83,6 +96,51 @@ def _register_teams(actor: Actor):
     return list(teams if ids is None else teams.filter(pk__in=ids))
 
 
+@dataclass
+class _Submitted:
+    """What a posted form's service call came to: ``done`` with its ``result``, or the service's ``error``
+    (already put on the form). Neither: the form was not posted, or is invalid."""
+
+    done: bool = False
+    result: Any = None
+    error: ServiceError | None = None
+
+
+def _submit(request: HttpRequest, form, call: Callable[[dict], Any]) -> _Submitted:
+    """For a valid POST, run ``call(form.cleaned_data)`` (a service); a refusal goes on the form, next to the
+    fields it names. The page then answers with ``form_status(form, outcome.error)``."""
+    if form is None or request.method != "POST" or not form.is_valid():
+        return _Submitted()
+    try:
+        return _Submitted(done=True, result=call(form.cleaned_data))
+    except ServiceError as exc:
+        apply_service_error(form, exc)
+        return _Submitted(error=exc)
+
+
+def _button(request: HttpRequest, *, allowed: bool, call: Callable[[], Any], success: str,
+            target: str) -> HttpResponse:
+    """A POST-only button (scan again, retry an upload): the service, its outcome as a message, back to ``target``."""
+    if not allowed:
+        return _forbidden(request)
+    try:
+        call()
+    except ServiceError as exc:
+        messages.error(request, exc.message)
+    else:
+        messages.success(request, success)
+    return redirect(target)
+
+
+def _polled(request: HttpRequest, load: Callable[[Actor], Any], describe: Callable[[Any], dict]) -> JsonResponse:
+    """What a page's script polls while a worker is busy: ``describe(load(actor))`` as JSON, or a 404."""
+    try:
+        found = load(Actor.from_request(request))
+    except NotFound:
+        return JsonResponse({"error": {"code": "not_found", "message": "Not found."}}, status=404)
+    return JsonResponse(describe(found))
+
+
 def _get_model(actor: Actor, pk: int) -> RegisteredModel:
     try:
         return selectors.registeredmodel_get(actor=actor, pk=pk)
@@ -99,6 +157,45 @@ def _get_version(actor: Actor, pk: int) -> ModelVersion:
 
 # ------------------------------------------------------------------------------------------------ models
 
+def _url_prefix(name: str) -> str:
+    """The URL of ``name`` for pk 0 without its trailing "0/": rows add their own pk by formatting."""
+    url = reverse(name, args=[0])
+    assert url.endswith("/0/"), url
+    return url[:-2]
+
+
+def _clip(text: str, limit: int) -> str:
+    """truncatechars without the template engine (same result for plain text)."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _model_rows(models: list[RegisteredModel]) -> list[dict]:
+    """What each row of the model list shows, computed in Python: {% url %}, truncatechars, date and an
+    {% include %} per row cost the template engine ~0.4 ms a row, most of the page (benchmarks/registry.py)."""
+    model_url, version_url = _url_prefix("registry:model_detail"), _url_prefix("registry:version_detail")
+    aliases: dict[int, list[tuple[str, int]]] = {}
+    for model_id, alias, number in (AliasAssignment.objects.filter(model_id__in=[m.pk for m in models],
+                                                                   removed_at__isnull=True)
+                                    .order_by("alias").values_list("model_id", "alias", "version__version")):
+        aliases.setdefault(model_id, []).append((alias, number))
+    tiers = dict(RiskTier.choices)
+    rows = []
+    for m in models:
+        updated = timezone.localtime(m.updated_at)
+        rows.append({
+            "name": m.name, "url": f"{model_url}{m.pk}/", "archived": m.archived_at is not None,
+            "description": _clip(m.description, 80), "team": m.team.name, "risk_tier": m.risk_tier,
+            "risk_tier_label": tiers.get(m.risk_tier, m.risk_tier),
+            "latest_url": f"{version_url}{m.latest_pk}/" if m.latest_pk else "",
+            "latest_version": m.latest_number, "latest_status": m.latest_status,
+            "versions_label": f"{m.version_count} version{'' if m.version_count == 1 else 's'}",
+            "aliases": aliases.get(m.pk, []),
+            "tags": [f"{k}={_clip(str(v), 30)}" for k, v in (m.tags or {}).items()],
+            "updated_iso": updated.isoformat(), "updated": updated.strftime("%Y-%m-%d %H:%M"),
+        })
+    return rows
+
+
 @login_required
 def model_list(request: HttpRequest) -> HttpResponse:
     actor = Actor.from_request(request)
@@ -106,35 +203,39 @@ def model_list(request: HttpRequest) -> HttpResponse:
         return _forbidden(request)
     teams = list(team_list(actor=actor))
     form = ModelFilterForm(request.GET or None, teams=teams)
-    models, next_after, status = [], None, 200
+    rows, next_after, status = [], None, 200
     if form.is_bound and not form.is_valid():
         status = 400
     else:
         filters = {k: v for k, v in (form.cleaned_data if form.is_bound else {}).items() if v not in (None, "")}
         after = filters.pop("after", "")
-        # A correlated count touches only the page's rows; a join + GROUP BY counted every version of every
-        # visible model before the LIMIT (benchmarks/registry.py: 16 ms -> 0.3 ms of SQL at 1000 x 10).
-        per_model = (ModelVersion.objects.filter(model_id=OuterRef("pk")).order_by().values("model_id")
-                     .annotate(n=Count("id")).values("n"))
-        qs = selectors.registeredmodel_list(actor=actor, filters=filters).annotate(
-            version_count=Coalesce(Subquery(per_model, output_field=IntegerField()), 0)).order_by("name")
+        # Correlated subqueries touch only the page's rows (each an index scan on (model, version)); a join +
+        # GROUP BY counted every version of every visible model before the LIMIT (benchmarks/registry.py:
+        # 16 ms -> 0.3 ms of SQL at 1000 x 10). Only the columns the rows show: versions and aliases carry
+        # JSON (lineage, signature, input example) that the list never reads.
+        versions = ModelVersion.objects.filter(model_id=OuterRef("pk"))
+        per_model = versions.order_by().values("model_id").annotate(n=Count("id")).values("n")
+        newest = versions.order_by("-version")
+        qs = (selectors.registeredmodel_list(actor=actor, filters=filters)
+              .select_related(None).select_related("team").prefetch_related(None)
+              .only("pk", "name", "description", "archived_at", "risk_tier", "tags", "updated_at", "team__name")
+              .annotate(version_count=Coalesce(Subquery(per_model, output_field=IntegerField()), 0),
+                        latest_pk=Subquery(newest.values("pk")[:1]),
+                        latest_number=Subquery(newest.values("version")[:1]),
+                        latest_status=Subquery(newest.values("status")[:1]))
+              .order_by("name"))
         if after:
             qs = qs.filter(name__gt=after)
         models = list(qs[: MODELS_PAGE_SIZE + 1])
         if len(models) > MODELS_PAGE_SIZE:
             models = models[:MODELS_PAGE_SIZE]
             next_after = models[-1].name
-        latest = {}
-        for v in (ModelVersion.objects.filter(model_id__in=[m.pk for m in models])
-                  .order_by("model_id", "-version").distinct("model_id")):
-            latest[v.model_id] = v
-        for m in models:
-            m.latest = latest.get(m.pk)
+        rows = _model_rows(models)
     query = request.GET.copy()
     query.pop("after", None)
     sync_report = cache.get("registry:sync:last") if actor.is_platform_admin else None
     return render(request, "registry/model_list.html", {
-        "form": form, "models": models, "next_after": next_after, "query": query.urlencode(),
+        "form": form, "rows": rows, "next_after": next_after, "query": query.urlencode(),
         "filtered": any(v for k, v in request.GET.items() if k != "after"), "paged": bool(request.GET.get("after")),
         "can_register": has_perm(actor, "model.register"),
         "unclaimed": (sync_report or {}).get("unclaimed") or [],
@@ -161,6 +262,7 @@ def model_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "can_update": has_perm(actor, "model.update", model), "can_alias": can_alias,
         "alias_form": AliasForm(versions=ready) if can_alias and ready else None,
         "production_aliases": settings.MODELPLANE_PRODUCTION_ALIASES,
+        "alias_drift": selectors.alias_drift_recent(model=model),
     })
 
 
@@ -172,17 +274,13 @@ def model_edit(request: HttpRequest, pk: int) -> HttpResponse:
         return _forbidden(request)
     initial = {"risk_tier": model.risk_tier, "description": model.description, "tags": format_key_values(model.tags)}
     form = ModelUpdateForm(posted(request), initial=initial)
-    error = None
-    if request.method == "POST" and form.is_valid():
-        try:
-            services.registeredmodel_update(actor=actor, model_id=model.pk, **form.cleaned_data)
-        except ServiceError as exc:
-            error = exc
-            apply_service_error(form, exc)
-        else:
-            messages.success(request, f"{model.name} updated.")
-            return redirect("registry:model_detail", pk=model.pk)
-    return render(request, "registry/model_edit.html", {"model": model, "form": form}, status=form_status(form, error))
+    outcome = _submit(request, form, lambda data: services.registeredmodel_update(actor=actor, model_id=model.pk,
+                                                                                  **data))
+    if outcome.done:
+        messages.success(request, f"{model.name} updated.")
+        return redirect("registry:model_detail", pk=model.pk)
+    return render(request, "registry/model_edit.html", {"model": model, "form": form},
+                  status=form_status(form, outcome.error))
 
 
 # ------------------------------------------------------------------------------------------------ registering
@@ -205,19 +303,13 @@ def register(request: HttpRequest) -> HttpResponse:
                                    "in a team (model.register).")
     initial = {k: request.GET[k] for k in ("model_name", "run_id", "artifact_path") if request.GET.get(k)}
     form = RegisterFromRunForm(posted(request), initial=initial, **_register_context(actor, request))
-    error = None
-    if request.method == "POST" and form.is_valid():
-        try:
-            version = services.modelversion_register_from_run(
-                actor=actor, run_id=form.cleaned_data["run_id"],
-                artifact_path=form.cleaned_data["artifact_path"], **form.service_kwargs())
-        except ServiceError as exc:
-            error = exc
-            apply_service_error(form, exc)
-        else:
-            messages.success(request, f"Registered {version}. Its artifacts are being scanned.")
-            return redirect("registry:version_detail", pk=version.pk)
-    return render(request, "registry/register.html", {"form": form, "mode": "run"}, status=form_status(form, error))
+    outcome = _submit(request, form, lambda data: services.modelversion_register_from_run(
+        actor=actor, run_id=data["run_id"], artifact_path=data["artifact_path"], **form.service_kwargs()))
+    if outcome.done:
+        messages.success(request, f"Registered {outcome.result}. Its artifacts are being scanned.")
+        return redirect("registry:version_detail", pk=outcome.result.pk)
+    return render(request, "registry/register.html", {"form": form, "mode": "run"},
+                  status=form_status(form, outcome.error))
 
 
 @csrf_exempt  # the upload handlers must be set before CSRF's check reads the body; _upload checks CSRF itself
@@ -248,27 +340,65 @@ def _upload(request: HttpRequest, actor: Actor) -> HttpResponse:
         form.add_error("file", exc.message.removeprefix("file: "))
         return render(request, "registry/register.html", {"form": form, "mode": "upload"}, status=413)
     form = UploadForm(request.POST, files, **context)
-    error = None
-    if form.is_valid():
-        uploaded = form.cleaned_data["file"]
-        try:
-            version = services.modelversion_register_from_upload(
-                actor=actor, upload_path=Path(uploaded.temporary_file_path()), filename=uploaded.name,
-                **form.service_kwargs())
-        except ServiceError as exc:
-            error = exc
-            apply_service_error(form, exc)
-        else:
-            messages.success(request, f"Uploaded and registered {version}. Its artifacts are being scanned.")
-            target = reverse("registry:version_detail", args=[version.pk])
-            if request.headers.get("X-Requested-With") == "XMLHttpRequest":
-                # The page's upload script navigates itself; a redirect would be followed by the XHR, which
-                # would take the success message meant for the page.
-                return JsonResponse({"redirect": target})
-            return redirect(target)
-        finally:
+    try:
+        outcome = _submit(request, form, lambda data: services.modelupload_receive(
+            actor=actor, upload_path=Path(data["file"].temporary_file_path()), filename=data["file"].name,
+            **form.service_kwargs()))
+    finally:
+        for uploaded in files.values():
             uploaded.close()
-    return render(request, "registry/register.html", {"form": form, "mode": "upload"}, status=form_status(form, error))
+    if outcome.done:
+        received = outcome.result
+        messages.success(request, f"Uploaded {received.filename}. It is being logged to MLflow and registered "
+                                  f"as the next version of {received.model_name}.")
+        target = reverse("registry:upload_detail", args=[received.pk])
+        if request.headers.get("X-Requested-With") == "XMLHttpRequest":
+            # The page's upload script navigates itself; a redirect would be followed by the XHR, which
+            # would take the success message meant for the page.
+            return JsonResponse({"redirect": target})
+        return redirect(target)
+    return render(request, "registry/register.html", {"form": form, "mode": "upload"},
+                  status=form_status(form, outcome.error))
+
+
+def _get_upload(actor: Actor, pk: int):
+    try:
+        return selectors.modelupload_get(actor=actor, pk=pk)
+    except NotFound:
+        raise Http404 from None
+
+
+@login_required
+def upload_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    """An upload on its way to a version: the page polls upload_status while the worker logs and registers it,
+    then links to the version; a failed one shows why and offers a retry."""
+    actor = Actor.from_request(request)
+    upload = _get_upload(actor, pk)
+    return render(request, "registry/upload_detail.html", {
+        "upload": upload, "pending": upload.status in (ModelUpload.Status.RECEIVED, ModelUpload.Status.LOGGING),
+        "can_retry": (upload.status == ModelUpload.Status.FAILED and bool(upload.file_path)
+                      and has_perm(actor, "model.register", upload)),
+    })
+
+
+@login_required
+def upload_status(request: HttpRequest, pk: int) -> JsonResponse:
+    """The upload page polls this until the upload is registered or failed."""
+    return _polled(request, lambda actor: selectors.modelupload_get(actor=actor, pk=pk), lambda upload: {
+        "status": upload.status, "error": upload.error or None,
+        "version_url": reverse("registry:version_detail", args=[upload.version_id]) if upload.version_id else None,
+    })
+
+
+@login_required
+@require_POST
+def upload_retry(request: HttpRequest, pk: int) -> HttpResponse:
+    actor = Actor.from_request(request)
+    upload = _get_upload(actor, pk)
+    return _button(request, allowed=has_perm(actor, "model.register", upload),
+                   call=lambda: services.modelupload_retry(actor=actor, upload_id=upload.pk),
+                   success=f"{upload.filename} is queued again.",
+                   target=reverse("registry:upload_detail", args=[upload.pk]))
 
 
 # ------------------------------------------------------------------------------------------------ aliases
@@ -279,33 +409,36 @@ def aliases(request: HttpRequest, pk: int) -> HttpResponse:
     actor = Actor.from_request(request)
     model = _get_model(actor, pk)
     can_alias = has_perm(actor, "alias.set", model)
-    ready = list(model.versions.filter(status=ModelVersion.Status.READY).order_by("-version"))
+    if request.method == "POST" and not can_alias:
+        return _forbidden(request)
+    ready = _ready_versions(model)
     form = None
-    error = None
-    if request.method == "POST":
-        if not can_alias:
-            return _forbidden(request)
-        form = AliasForm(request.POST, versions=ready)
-        if form.is_valid():
-            try:
-                services.alias_set(actor=actor, model_id=model.pk, alias=form.cleaned_data["alias"],
-                                   version=form.cleaned_data["version"])
-            except ServiceError as exc:
-                error = exc
-                apply_service_error(form, exc)
-            else:
-                messages.success(request, f"{form.cleaned_data['alias']} now points at "
-                                          f"{model.name} v{form.cleaned_data['version']}.")
-                return redirect(_next_url(request, reverse("registry:aliases", args=[model.pk])))
-    elif can_alias:
-        form = AliasForm(versions=ready, initial={"version": request.GET.get("version")})
+    if can_alias:
+        form = (AliasForm(request.POST, versions=ready) if request.method == "POST"
+                else AliasForm(versions=ready, initial={"version": request.GET.get("version")}))
+    outcome = _submit(request, form, lambda data: services.alias_set(actor=actor, model_id=model.pk,
+                                                                     alias=data["alias"], version=data["version"]))
+    if outcome.done:
+        messages.success(request, f"{form.cleaned_data['alias']} now points at "
+                                  f"{model.name} v{form.cleaned_data['version']}.")
+        return redirect(_next_url(request, reverse("registry:aliases", args=[model.pk])))
+    return _aliases_page(request, model, form=form, ready=ready, can_alias=can_alias,
+                         status=form_status(form, outcome.error))
+
+
+def _ready_versions(model: RegisteredModel) -> list[ModelVersion]:
+    return list(model.versions.filter(status=ModelVersion.Status.READY).order_by("-version"))
+
+
+def _aliases_page(request: HttpRequest, model: RegisteredModel, *, form, ready: list[ModelVersion],
+                  can_alias: bool, status: int) -> HttpResponse:
     history = list(selectors.alias_history(model=model))
     return render(request, "registry/aliases.html", {
         "model": model, "form": form, "ready_versions": ready, "alias_history": history,
         "current_aliases": [a for a in history if a.removed_at is None], "can_alias": can_alias,
         "production_aliases": settings.MODELPLANE_PRODUCTION_ALIASES,
         "next": _next_url(request, ""),
-    }, status=form_status(form, error))
+    }, status=status)
 
 
 @login_required
@@ -328,13 +461,8 @@ def alias_remove(request: HttpRequest, pk: int) -> HttpResponse:
     else:
         status = 400
         messages.error(request, "alias: " + " ".join(form.errors.get("alias", ["This field is required."])))
-    history = list(selectors.alias_history(model=model))
-    ready = list(model.versions.filter(status=ModelVersion.Status.READY).order_by("-version"))
-    return render(request, "registry/aliases.html", {
-        "model": model, "form": AliasForm(versions=ready), "ready_versions": ready, "alias_history": history,
-        "current_aliases": [a for a in history if a.removed_at is None], "can_alias": True,
-        "production_aliases": settings.MODELPLANE_PRODUCTION_ALIASES,
-    }, status=status)
+    ready = _ready_versions(model)
+    return _aliases_page(request, model, form=AliasForm(versions=ready), ready=ready, can_alias=True, status=status)
 
 
 # ------------------------------------------------------------------------------------------------ versions
@@ -477,19 +605,18 @@ def _sorted_findings(scan: ArtifactScan | None) -> list:
 @login_required
 def scan_status(request: HttpRequest, pk: int) -> JsonResponse:
     """The version page polls this while a scan is queued or running."""
-    actor = Actor.from_request(request)
-    try:
-        version = selectors.modelversion_get(actor=actor, pk=pk)
-    except NotFound:
-        return JsonResponse({"error": {"code": "not_found", "message": "Not found."}}, status=404)
+    return _polled(request, lambda actor: selectors.modelversion_get(actor=actor, pk=pk), _scan_state)
+
+
+def _scan_state(version: ModelVersion) -> dict:
     scan = selectors.scan_latest(version=version)
-    return JsonResponse({
+    return {
         "version": version.version, "status": version.status, "status_message": version.status_message,
         "scan": None if scan is None else {
             "id": scan.pk, "status": scan.status, "max_severity": scan.max_severity or None,
             "findings": scan.findings.count(), "files_scanned": scan.files_scanned,
             "finished_at": scan.finished_at.isoformat() if scan.finished_at else None},
-    })
+    }
 
 
 @login_required
@@ -497,15 +624,10 @@ def scan_status(request: HttpRequest, pk: int) -> JsonResponse:
 def scan_request(request: HttpRequest, pk: int) -> HttpResponse:
     actor = Actor.from_request(request)
     version = _get_version(actor, pk)
-    if not has_perm(actor, "model.register", version):
-        return _forbidden(request)
-    try:
-        services.artifactscan_request(actor=actor, version_id=version.pk)
-    except ServiceError as exc:
-        messages.error(request, exc.message)
-    else:
-        messages.success(request, f"A new scan of {version} is queued.")
-    return redirect("registry:version_detail", pk=version.pk)
+    return _button(request, allowed=has_perm(actor, "model.register", version),
+                   call=lambda: services.artifactscan_request(actor=actor, version_id=version.pk),
+                   success=f"A new scan of {version} is queued.",
+                   target=reverse("registry:version_detail", args=[version.pk]))
 
 
 @login_required
@@ -520,22 +642,15 @@ def scan_override(request: HttpRequest, pk: int) -> HttpResponse:
         return _forbidden(request, "Only a platform admin may release a version that its scan blocked "
                                    "(scan.override).")
     form = ScanOverrideForm(posted(request))
-    error = None
-    if request.method == "POST" and form.is_valid():
-        try:
-            services.artifactscan_override(actor=actor, scan_id=scan.pk,
-                                           justification=form.cleaned_data["justification"])
-        except ServiceError as exc:
-            error = exc
-            apply_service_error(form, exc)
-        else:
-            messages.success(request, f"{scan.version} released despite its scan; the justification is in the "
-                                      "audit trail.")
-            return redirect("registry:version_detail", pk=scan.version_id)
-    findings = _sorted_findings(scan)
+    outcome = _submit(request, form, lambda data: services.artifactscan_override(
+        actor=actor, scan_id=scan.pk, justification=data["justification"]))
+    if outcome.done:
+        messages.success(request, f"{scan.version} released despite its scan; the justification is in the "
+                                  "audit trail.")
+        return redirect("registry:version_detail", pk=scan.version_id)
     return render(request, "registry/scan_override.html", {
-        "scan": scan, "version": scan.version, "findings": findings, "form": form,
-    }, status=form_status(form, error))
+        "scan": scan, "version": scan.version, "findings": _sorted_findings(scan), "form": form,
+    }, status=form_status(form, outcome.error))
 
 
 @login_required
@@ -545,18 +660,13 @@ def version_archive(request: HttpRequest, pk: int) -> HttpResponse:
     if not has_perm(actor, "model.update", version):
         return _forbidden(request)
     form = ArchiveForm(posted(request))
-    error = None
-    if request.method == "POST" and form.is_valid():
-        try:
-            services.modelversion_archive(actor=actor, version_id=version.pk, reason=form.cleaned_data["reason"])
-        except ServiceError as exc:
-            error = exc
-            apply_service_error(form, exc)
-        else:
-            messages.success(request, f"{version} archived.")
-            return redirect("registry:version_detail", pk=version.pk)
+    outcome = _submit(request, form, lambda data: services.modelversion_archive(actor=actor, version_id=version.pk,
+                                                                                reason=data["reason"]))
+    if outcome.done:
+        messages.success(request, f"{version} archived.")
+        return redirect("registry:version_detail", pk=version.pk)
     return render(request, "registry/version_archive.html", {"version": version, "form": form},
-                  status=form_status(form, error))
+                  status=form_status(form, outcome.error))
 
 
 # ------------------------------------------------------------------------------------------------ cards
@@ -569,25 +679,23 @@ def card_edit(request: HttpRequest, pk: int) -> HttpResponse:
         return _forbidden(request)
     card = selectors.modelcard_current(version=version)
     form = ModelCardForm(posted(request), initial=ModelCardForm.initial_from(card))
-    error = None
-    if request.method == "POST" and form.is_valid():
+
+    def revise(_data):
         changes = form.changes_from(card)
-        if not changes:
-            messages.info(request, "Nothing changed: the card keeps its revision.")
-            return redirect("registry:version_detail", pk=version.pk)
-        try:
-            new = services.modelcard_revise(actor=actor, version_id=version.pk, changes=changes)
-        except ServiceError as exc:
-            error = exc
-            apply_service_error(form, exc)
-        else:
-            messages.success(request, f"Model card revision {new.revision} saved.")
-            return redirect(reverse("registry:version_detail", args=[version.pk]) + "#card")
+        return services.modelcard_revise(actor=actor, version_id=version.pk, changes=changes) if changes else None
+
+    outcome = _submit(request, form, revise)
+    if outcome.done and outcome.result is None:
+        messages.info(request, "Nothing changed: the card keeps its revision.")
+        return redirect("registry:version_detail", pk=version.pk)
+    if outcome.done:
+        messages.success(request, f"Model card revision {outcome.result.revision} saved.")
+        return redirect(reverse("registry:version_detail", args=[version.pk]) + "#card")
     required = ModelCard.REQUIRED_BY_TIER.get(version.model.risk_tier, ())
     return render(request, "registry/card_edit.html", {
         "version": version, "card": card, "form": form, "required": required,
         "card_state": _card_state(version, card),
-    }, status=form_status(form, error))
+    }, status=form_status(form, outcome.error))
 
 
 @login_required

@@ -65,14 +65,14 @@
       xhr.upload.addEventListener("load", function () {
         bar.value = 100;
         box.setAttribute("data-percent", "100");
-        bar.removeAttribute("value"); // indeterminate while the server registers with MLflow
-        text.textContent = "Upload complete. Registering with MLflow and queueing the scan…";
-        box.setAttribute("data-phase", "registering");
+        bar.removeAttribute("value"); // indeterminate while the server checks and stores the file
+        text.textContent = "Upload complete. Checking the file…";
+        box.setAttribute("data-phase", "checking");
       });
       xhr.addEventListener("load", function () {
         var type = xhr.getResponseHeader("Content-Type") || "";
         if (xhr.status === 200 && type.indexOf("application/json") === 0) {
-          window.location.assign(JSON.parse(xhr.responseText).redirect); // the new version's page
+          window.location.assign(JSON.parse(xhr.responseText).redirect); // the upload's page
           return;
         }
         // The form again, with the errors next to their fields: swap the page's main content.
@@ -127,27 +127,33 @@
     if (window.Plotly) { drawFigures(); } else { window.addEventListener("load", drawFigures); }
   }
 
-  // ------------------------------------------------------------------ scan pending: poll, reload on change
-  var scan = document.querySelector("[data-scan-poll]");
-  if (scan) {
-    var url = scan.getAttribute("data-scan-poll");
-    var state = scan.getAttribute("data-scan-state");
-    var delay = 2000;
+  // ------------------------------------------------------------------ work in a worker: poll, reload on change
+  // The version page while its scan runs (data-scan-poll) and an upload's page while the worker registers it
+  // (data-upload-poll): the element names the status URL and the state the page shows; a change reloads it.
+  function pollUntilChanged(url, shown, stateOf, firstDelay, maxDelay) {
+    var delay = firstDelay;
     var poll = function () {
       if (document.hidden) { setTimeout(poll, delay); return; }
       fetch(url, {credentials: "same-origin", headers: {"Accept": "application/json"}})
         .then(function (r) { return r.ok ? r.json() : null; })
         .then(function (data) {
-          if (data) {
-            var now = data.status + ":" + (data.scan ? data.scan.status : "");
-            if (now !== state) { window.location.reload(); return; }
-          }
-          delay = Math.min(delay * 1.5, 15000);
+          if (data && stateOf(data) !== shown) { window.location.reload(); return; }
+          delay = Math.min(delay * 1.5, maxDelay);
           setTimeout(poll, delay);
         })
-        .catch(function () { setTimeout(poll, 15000); });
+        .catch(function () { setTimeout(poll, maxDelay); });
     };
     setTimeout(poll, delay);
+  }
+  var scan = document.querySelector("[data-scan-poll]");
+  if (scan) {
+    pollUntilChanged(scan.getAttribute("data-scan-poll"), scan.getAttribute("data-scan-state"),
+                     function (d) { return d.status + ":" + (d.scan ? d.scan.status : ""); }, 2000, 15000);
+  }
+  var pendingUpload = document.querySelector("[data-upload-poll]");
+  if (pendingUpload) {
+    pollUntilChanged(pendingUpload.getAttribute("data-upload-poll"), pendingUpload.getAttribute("data-upload-state"),
+                     function (d) { return d.status; }, 1000, 10000);
   }
 
   // ------------------------------------------------------------------ compare: between 2 and N runs

@@ -1,5 +1,5 @@
 """The registry pages in a real browser, against the real web server and the session's real MLflow: registering by
-upload with progress, the version page (scan, card, lineage), aliases, what a viewer is offered, and browsing
+upload with progress (and the upload's page following the worker), the version page (scan, card, lineage), aliases, what a viewer is offered, and browsing
 experiments with a Plotly comparison chart."""
 from __future__ import annotations
 
@@ -60,11 +60,23 @@ def test_data_scientist_registers_by_upload_and_sets_an_alias(signed_in, server,
     expect(page.locator("[data-upload-progress-text]")).to_contain_text("Uploaded")
     expect(page.locator("[data-upload-submit]")).to_be_disabled()
     shot(page, "registry-upload-progress", full_page=False)
-    page.wait_for_url(re.compile(r"/models/versions/\d+/$"), timeout=60_000)
+    # The upload's page: the file is stored, a worker logs it to MLflow; the page follows it by itself.
+    page.wait_for_url(re.compile(r"/models/uploads/\d+/$"), timeout=60_000)
+    expect(page.locator(".message.success")).to_contain_text("It is being logged to MLflow")
+    expect(page.locator("[data-upload-status]")).to_have_text("received")
+    expect(page.locator("[data-upload-pending]")).to_be_visible()
+    shot(page, "registry-upload-received")
+    upload_id = int(page.url.rstrip("/").rsplit("/", 1)[1])
+    outcome = server.manage_shell(  # what the worker runs: the real task, on the server's database and MLflow
+        f"from apps.registry.tasks import process_upload; print(process_upload({upload_id}))", timeout=180)
+    assert outcome.strip().endswith("registered"), outcome
+    expect(page.locator("[data-upload-status]")).to_have_text("registered", timeout=30_000)
+    shot(page, "registry-upload-registered")
+    page.locator("[data-upload-version]").click()
+    page.wait_for_url(re.compile(r"/models/versions/\d+/$"))
 
     # The version page: the scan is pending (and said so), the card says what the low tier still needs.
     expect(page.locator("h1")).to_contain_text(name)
-    expect(page.locator(".message.success")).to_contain_text("Uploaded and registered")
     expect(page.locator("[data-scan-section]")).to_be_visible()
     expect(page.locator("[data-scan-pending]")).to_be_visible()
     expect(page.locator("h1 [data-status]")).to_have_text("scan pending")

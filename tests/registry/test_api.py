@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.utils import timezone
 from rest_framework.test import APIClient
 
 from apps.accounts import services as account_services
@@ -29,9 +30,11 @@ from apps.registry.models import (
     AliasAssignment,
     ArtifactScan,
     ModelCard,
+    ModelUpload,
     ModelVersion,
     ReferenceProfile,
     RegisteredModel,
+    ScanFinding,
 )
 
 pytestmark = pytest.mark.django_db
@@ -278,14 +281,54 @@ def _upload(client, content: bytes, name: str = "model.zip", **fields):
                        format="multipart")
 
 
-def test_upload_a_model_zip(w, mlflow_uri, unique, tmp_path):
-    response = _upload(w.client(w.sci), _model_zip(tmp_path), model_name=f"{unique}-up", team=w.a.pk,
+def test_upload_a_model_zip_is_accepted_then_registered_by_the_worker(w, mlflow_uri, unique, tmp_path):
+    client = w.client(w.sci)
+    response = _upload(client, _model_zip(tmp_path), model_name=f"{unique}-up", team=w.a.pk,
                        tags=json.dumps({"source": "laptop"}), risk_tier="low")
-    assert response.status_code == 201, response.content
+    assert response.status_code == 202, response.content
     body = response.json()
-    assert body["origin"] == "upload" and body["version"] == 1 and "sklearn" in body["flavors"]
-    assert body["tags"] == {"source": "laptop"} and body["card"]["risk_tier"] == "low"
+    assert response["Location"] == f"/api/v1/uploads/{body['id']}/"
+    assert body["status"] == "received" and body["version"] is None and body["model_name"] == f"{unique}-up"
+    assert body["filename"] == "model.zip" and body["created_by"] == "sci" and body["tags"] == {"source": "laptop"}
+    assert "file_path" not in body
+    assert not RegisteredModel.objects.filter(name=f"{unique}-up").exists()
+
+    from apps.registry.tasks import process_upload
+
+    assert process_upload(body["id"]) == "registered"  # what the worker runs (test_upload_worker.py: a real one)
+    done = client.get(response["Location"]).json()
+    assert done["status"] == "registered" and done["version_number"] == 1 and done["finished_at"]
+    version = client.get(f"/api/v1/versions/{done['version']}/").json()
+    assert version["origin"] == "upload" and version["version"] == 1 and "sklearn" in version["flavors"]
+    assert version["tags"] == {"source": "laptop"} and version["card"]["risk_tier"] == "low"
+    assert version["registered_by"] == "sci"
     assert mlf.model_files_read(f"models:/{unique}-up/1").flavors["sklearn"]["serialization_format"] == "cloudpickle"
+    listed = client.get("/api/v1/uploads/").json()["results"]
+    assert [u["id"] for u in listed] == [body["id"]]
+
+
+def test_uploads_are_scoped_and_a_failed_one_is_retried(w, tmp_path):
+    mine = services.modelupload_receive(actor=Actor.for_user(w.sci), model_name="up-retry", upload_path=_pkl(tmp_path),
+                                        filename="m.pkl", team_id=w.a.pk)
+    theirs = services.modelupload_receive(actor=Actor.for_user(w.other), model_name="up-theirs",
+                                          upload_path=_pkl(tmp_path), filename="m.pkl", team_id=w.b.pk)
+    client = w.client(w.sci)
+    assert [u["id"] for u in client.get("/api/v1/uploads/").json()["results"]] == [mine.pk]
+    _error(client.get(f"/api/v1/uploads/{theirs.pk}/"), 404)
+    _error(client.post(f"/api/v1/uploads/{theirs.pk}/retry/"), 404)
+    _error(client.post(f"/api/v1/uploads/{mine.pk}/retry/"), 409, "invalid_transition", field="status")
+    ModelUpload.objects.filter(pk=mine.pk).update(status="failed", error="MLflow was down")
+    _error(w.client(w.viewer).post(f"/api/v1/uploads/{mine.pk}/retry/"), 403)
+    assert w.client(w.viewer).get(f"/api/v1/uploads/{mine.pk}/").json()["retryable"] is True
+    retried = client.post(f"/api/v1/uploads/{mine.pk}/retry/")
+    assert retried.status_code == 202 and retried.json()["status"] == "received" and retried.json()["error"] == ""
+    assert AuditEvent.objects.filter(verb="upload.retried", target_id=str(mine.pk), actor_name="sci").exists()
+
+
+def _pkl(tmp_path: Path) -> Path:
+    path = tmp_path / f"{uuid.uuid4().hex}.pkl"
+    path.write_bytes(b"\x80\x04K\x01.")
+    return path
 
 
 @pytest.mark.parametrize("name, content, fields, field, code", [
@@ -303,7 +346,7 @@ def test_upload_bad_input_names_the_field(w, name, content, fields, field, code)
     error = _error(_upload(w.client(w.sci), content, name, **data), 400, field=field)
     if code:
         assert error["code"] == code
-    assert not RegisteredModel.objects.exists()
+    assert not RegisteredModel.objects.exists() and not ModelUpload.objects.exists()
 
 
 def test_upload_without_a_file_names_file(w):
@@ -646,6 +689,10 @@ def test_card_refusals(w):
     _error(w.client(w.sci).post(f"/api/v1/versions/{theirs.pk}/card/", {"intended_use": "x"}, format="json"), 404)
     _error(w.client(w.sci).get(f"/api/v1/versions/{theirs.pk}/card/"), 404)
     assert w.client(w.viewer).get(f"/api/v1/versions/{version.pk}/card/").status_code == 200
+    archived = w.version(w.model("retired"), status="archived")
+    _error(w.client(w.sci).post(f"/api/v1/versions/{archived.pk}/card/", {"intended_use": "x"}, format="json"), 409,
+           "invalid_transition", field="version")
+    assert archived.cards.count() == 1
 
 
 def test_card_export_json_and_html_escapes_what_authors_typed(w):
@@ -707,6 +754,7 @@ def test_scans_list_with_findings_request_again_and_override(w, registered):
     assert response.json()["overridden_by"] == "root" and response.json()["override_justification"] == justification
     registered.refresh_from_db()
     assert registered.status == "ready" and "Released by root" in registered.status_message
+    assert client.get(f"/api/v1/versions/{registered.pk}/").json()["open_findings"] == 0  # answered by the override
     _error(w.client(w.root).post(f"/api/v1/scans/{blocked.pk}/override/", {"justification": justification},
                                  format="json"), 409)
     # scan it again: back to pending, a new queued scan; a second request while it is queued is a conflict
@@ -719,6 +767,29 @@ def test_scans_list_with_findings_request_again_and_override(w, registered):
         "queued", "blocked"]
     assert w.client(w.viewer).get(f"/api/v1/scans/{blocked.pk}/").json()["findings"][0]["severity"] == "critical"
     _error(w.client(w.other).get(f"/api/v1/scans/{blocked.pk}/"), 404)
+
+
+def test_open_findings_are_the_latest_scans_not_overridden(w):
+    version = w.version(w.model("rescanned"))
+    old = ArtifactScan.objects.create(version=version, status="blocked", max_severity="critical")
+    ScanFinding.objects.bulk_create([ScanFinding(scan=old, severity="critical", scanner="s", file="f", code="c",
+                                                 message="m") for _ in range(2)])
+    newer = ArtifactScan.objects.create(version=version, status="passed")
+    ScanFinding.objects.create(scan=newer, severity="low", scanner="s", file="f", code="c", message="m")
+    client = w.client(w.sci)
+
+    def open_findings() -> int:
+        listed = {v["id"]: v for v in _results(client.get("/api/v1/versions/"))}
+        assert listed[version.pk]["open_findings"] == client.get(f"/api/v1/versions/{version.pk}/").json()[
+            "open_findings"]
+        return listed[version.pk]["open_findings"]
+
+    assert open_findings() == 0  # the old scan's two criticals were answered by the newer scan
+    newest = ArtifactScan.objects.create(version=version, status="blocked", max_severity="high")
+    ScanFinding.objects.create(scan=newest, severity="high", scanner="s", file="f", code="c", message="m")
+    assert open_findings() == 1
+    ArtifactScan.objects.filter(pk=newest.pk).update(overridden_at=timezone.now(), override_justification="ok")
+    assert open_findings() == 0
 
 
 def test_scan_request_refusals(w):
@@ -879,6 +950,21 @@ def test_webhook_ignores_sessions_and_tokens_and_needs_no_csrf(queued, w):
     _error(APIClient().get("/api/v1/hooks/mlflow/"), 405)
 
 
+def test_webhook_has_its_own_throttle_not_the_anonymous_one(queued, settings):
+    from django.core.cache import cache
+
+    settings.MODELPLANE_MLFLOW_WEBHOOK_RATE = "3/min"
+    for _ in range(3):
+        payload, headers = _signed(EVENT)
+        assert APIClient().post("/api/v1/hooks/mlflow/", payload, content_type="application/json",
+                                **headers).status_code == 202
+    payload, headers = _signed(EVENT)
+    _error(APIClient().post("/api/v1/hooks/mlflow/", payload, content_type="application/json", **headers), 429,
+           "throttled")
+    assert len(queued) == 3
+    assert cache.get("throttle_mlflow_webhook_127.0.0.1") and cache.get("throttle_anon_127.0.0.1") is None
+
+
 # ---------------------------------------------------------------- the schema
 
 def test_every_registry_route_is_documented():
@@ -893,6 +979,7 @@ def test_every_registry_route_is_documented():
         "/api/v1/versions/{id}/lineage/": {"get"}, "/api/v1/versions/{id}/card/": {"get", "post"},
         "/api/v1/versions/{id}/card/export/": {"get"}, "/api/v1/versions/{id}/scans/": {"get", "post"},
         "/api/v1/versions/{id}/archive/": {"post"}, "/api/v1/scans/{id}/": {"get"},
+        "/api/v1/uploads/": {"get"}, "/api/v1/uploads/{id}/": {"get"}, "/api/v1/uploads/{id}/retry/": {"post"},
         "/api/v1/scans/{id}/override/": {"post"}, "/api/v1/hooks/mlflow/": {"post"},
     }.items():
         assert set(schema["paths"][path]) & {"get", "post", "patch", "put", "delete"} == methods, path

@@ -19,7 +19,15 @@ from django.utils import timezone
 from apps.audit.models import AuditEvent
 from apps.core.actors import Actor
 from apps.registry import services
-from apps.registry.models import AliasAssignment, ArtifactScan, ModelCard, ModelVersion, RegisteredModel
+from apps.registry.models import (
+    AliasAssignment,
+    ArtifactScan,
+    ModelCard,
+    ModelUpload,
+    ModelVersion,
+    RegisteredModel,
+)
+from apps.registry.tasks import process_upload
 
 pytestmark = pytest.mark.django_db
 
@@ -262,7 +270,8 @@ def test_register_with_mlflow_down_is_a_503_form_error(people, teams, settings, 
     assert "MLflow is unreachable" in response.content.decode() and 'class="form-errors"' in response.content.decode()
 
 
-def test_upload_a_pickle_lands_on_the_version_page(people, teams, mlflow_uri, unique, tmp_path):
+def test_upload_lands_on_its_page_which_links_to_the_version_once_registered(people, teams, mlflow_uri, unique,
+                                                                             tmp_path):
     client = client_for(people.scientist)
     assert client.get(reverse("registry:upload")).status_code == 200
     path = tmp_path / "clf.pkl"
@@ -271,9 +280,25 @@ def test_upload_a_pickle_lands_on_the_version_page(people, teams, mlflow_uri, un
         response = client.post(reverse("registry:upload"), {
             "model_name": f"{unique}-up", "team": teams[0].pk, "risk_tier": "low", "file": fh})
     assert response.status_code == 302, field_errors(response)
-    version = ModelVersion.objects.get(model__name=f"{unique}-up")
-    assert version.origin == "upload" and version.lineage["upload"]["filename"] == "clf.pkl"
+    upload = ModelUpload.objects.get(model_name=f"{unique}-up")
+    assert response["Location"] == reverse("registry:upload_detail", args=[upload.pk])
     html = client.get(response["Location"]).content.decode()
+    assert "It is being logged to MLflow" in html  # the message
+    assert 'data-upload-status="received"' in html and "data-upload-pending" in html
+    assert f'data-upload-poll="{reverse("registry:upload_status", args=[upload.pk])}"' in html
+    status = client.get(reverse("registry:upload_status", args=[upload.pk])).json()
+    assert status == {"status": "received", "error": None, "version_url": None}
+
+    assert process_upload(upload.pk) == "registered"  # what the worker runs
+    version = ModelVersion.objects.get(model__name=f"{unique}-up")
+    status = client.get(reverse("registry:upload_status", args=[upload.pk])).json()
+    assert status["status"] == "registered"
+    assert status["version_url"] == reverse("registry:version_detail", args=[version.pk])
+    html = client.get(response["Location"]).content.decode()
+    assert "data-upload-poll" not in html  # done: the page stops polling
+    assert f'href="{status["version_url"]}" data-upload-version' in html
+    assert version.origin == "upload" and version.lineage["upload"]["filename"] == "clf.pkl"
+    html = client.get(status["version_url"]).content.decode()
     assert "data-scan-section" in html and "data-card-section" in html and "clf.pkl" in html
     assert "data-no-signature" in html  # a pickle is never loaded to infer one: said, not invented
     # The page's script uploads with XHR (for the progress bar) and navigates itself: it gets the target as JSON,
@@ -281,9 +306,31 @@ def test_upload_a_pickle_lands_on_the_version_page(people, teams, mlflow_uri, un
     with path.open("rb") as fh:
         xhr = client.post(reverse("registry:upload"), {"model_name": f"{unique}-up", "file": fh},
                           HTTP_X_REQUESTED_WITH="XMLHttpRequest")
-    second = ModelVersion.objects.get(model__name=f"{unique}-up", version=2)
-    assert xhr.status_code == 200 and xhr.json() == {"redirect": reverse("registry:version_detail", args=[second.pk])}
-    assert "Uploaded and registered" in client.get(xhr.json()["redirect"]).content.decode()
+    second = ModelUpload.objects.exclude(pk=upload.pk).get(model_name=f"{unique}-up")
+    assert xhr.status_code == 200 and xhr.json() == {"redirect": reverse("registry:upload_detail", args=[second.pk])}
+    assert "It is being logged to MLflow" in client.get(xhr.json()["redirect"]).content.decode()
+
+
+def test_a_failed_upload_shows_why_and_is_retried_from_its_page(people, teams, tmp_path):
+    path = tmp_path / "clf.pkl"
+    path.write_bytes(sklearn_pickle())
+    upload = services.modelupload_receive(actor=Actor.for_user(people.scientist), model_name="up-failed",
+                                          upload_path=path, filename="clf.pkl", team_id=teams[0].pk)
+    ModelUpload.objects.filter(pk=upload.pk).update(status="failed", error="MLflow is unreachable (test).")
+    page = reverse("registry:upload_detail", args=[upload.pk])
+    html = client_for(people.scientist).get(page).content.decode()
+    assert "MLflow is unreachable (test)." in html and "data-upload-retry" in html and "data-upload-poll" not in html
+    viewer = client_for(people.viewer)
+    assert "data-upload-retry" not in viewer.get(page).content.decode()  # a viewer sees it, is not offered a retry
+    assert viewer.post(reverse("registry:upload_retry", args=[upload.pk])).status_code == 403
+    outsider = client_for(people.outsider)
+    assert outsider.get(page).status_code == 404
+    assert outsider.get(reverse("registry:upload_status", args=[upload.pk])).status_code == 404
+    retried = client_for(people.scientist).post(reverse("registry:upload_retry", args=[upload.pk]), follow=True)
+    assert retried.redirect_chain[-1][0] == page and "queued again" in retried.content.decode()
+    assert ModelUpload.objects.get(pk=upload.pk).status == "received"
+    again = client_for(people.scientist).post(reverse("registry:upload_retry", args=[upload.pk]), follow=True)
+    assert "only a failed one is retried" in again.content.decode()
 
 
 def test_upload_bad_files_are_a_400_on_the_file_field(people, teams, tmp_path):
@@ -296,6 +343,7 @@ def test_upload_bad_files_are_a_400_on_the_file_field(people, teams, tmp_path):
                                                                 "file": fh})
         assert response.status_code == 400, name
         assert "file" in field_errors(response), name
+        assert not RegisteredModel.objects.filter(name="up-bad").exists()
     missing = client.post(reverse("registry:upload"), {"model_name": "up-bad", "team": teams[0].pk})
     assert missing.status_code == 400 and "file" in field_errors(missing)
 

@@ -1,48 +1,16 @@
-"""The artifact scan end to end: a real Celery worker takes the task queued on commit, downloads the version
-from the real MLflow server, scans it and decides the version (ready, or blocked with findings)."""
+"""The artifact scan end to end: a real Celery worker (tests/registry/conftest.py) takes the task queued on
+commit, downloads the version from the real MLflow server, scans it and decides the version (ready, or blocked
+with findings)."""
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
-from django.conf import settings
-from django.db import connection
 
 from apps.registry import services
 from apps.registry.models import ModelVersion
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-def celery_worker(mlflow_uri, tmp_path_factory):
-    db = connection.settings_dict
-    database_url = (f"postgresql://{db['USER']}{':' + db['PASSWORD'] if db.get('PASSWORD') else ''}"
-                    f"@{db['HOST']}:{db['PORT'] or 5432}/{db['NAME']}")
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "controlplane.settings.test", "DATABASE_URL": database_url,
-           "REDIS_URL": settings.REDIS_URL, "MLFLOW_TRACKING_URI": mlflow_uri,
-           "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"}
-    log_path = tmp_path_factory.mktemp("worker") / "worker.log"
-    log = log_path.open("w")
-    proc = subprocess.Popen([str(Path(sys.executable).parent / "celery"), "-A", "controlplane", "worker",
-                             "--concurrency", "1", "--pool", "prefork", "-l", "info", "-n", f"scan-test-{os.getpid()}@%h"],
-                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    yield proc
-    assert proc.poll() is None, "the worker died: " + log_path.read_text()[-3000:]
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-    log.close()
 
 
 def _wait_for_status(version_id: int, statuses: set[str], timeout: float = 180) -> ModelVersion:

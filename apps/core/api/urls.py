@@ -4,10 +4,16 @@ from rest_framework.routers import DefaultRouter
 
 from apps.accounts.api.views import ApiTokenViewSet, MembershipViewSet, MeView, TeamViewSet, UserViewSet
 from apps.audit.api.views import AuditEventViewSet
-from apps.deployments.api.views import DeploymentKeyViewSet, DeploymentViewSet, EnvironmentViewSet, ReplicaViewSet
+from apps.deployments.api.views import (
+    DeploymentKeyViewSet,
+    DeploymentViewSet,
+    EnvironmentViewSet,
+    ReplicaViewSet,
+)
 from apps.registry.api.views import (
     ArtifactScanViewSet,
     MlflowWebhookView,
+    ModelUploadViewSet,
     ModelVersionViewSet,
     RegisteredModelViewSet,
 )
@@ -21,6 +27,7 @@ router.register("audit-events", AuditEventViewSet, basename="auditevent")
 router.register("models", RegisteredModelViewSet, basename="model")
 router.register("versions", ModelVersionViewSet, basename="version")
 router.register("scans", ArtifactScanViewSet, basename="scan")
+router.register("uploads", ModelUploadViewSet, basename="upload")
 router.register("environments", EnvironmentViewSet, basename="environment")
 router.register("deployments", DeploymentViewSet, basename="deployment")
 router.register("deployment-keys", DeploymentKeyViewSet, basename="deploymentkey")

@@ -9,6 +9,7 @@ from apps.registry.models import (
     AliasAssignment,
     ArtifactScan,
     ModelCard,
+    ModelUpload,
     ModelVersion,
     ReferenceProfile,
     RegisteredModel,
@@ -233,7 +234,7 @@ class ModelVersionSerializer(serializers.ModelSerializer):
     team = serializers.IntegerField(source="model.team_id", read_only=True)
     registered_by = serializers.SerializerMethodField()
     open_findings = serializers.SerializerMethodField(
-        help_text="Critical and high findings recorded by this version's scans.")
+        help_text="Critical and high findings of the version's latest scan (0 once a platform admin overrode it).")
 
     class Meta:
         model = ModelVersion
@@ -316,6 +317,29 @@ class UploadSerializer(RegisterFromRunSerializer):
     file = serializers.FileField(help_text="An MLflow model directory as .zip, or a scikit-learn model as .pkl, "
                                            ".pickle or .skops. Never loaded: it is scanned before any use.")
     tags = serializers.JSONField(required=False, default=dict, help_text=TAGS_HELP + " A JSON object.")
+
+
+class ModelUploadSerializer(serializers.ModelSerializer):
+    """An upload on its way to a version: received → logging → registered (or failed, with the reason)."""
+
+    team_name = serializers.CharField(source="team.name", read_only=True)
+    created_by = serializers.SerializerMethodField()
+    version_number = serializers.IntegerField(source="version.version", read_only=True, allow_null=True,
+                                              default=None, help_text="The registered version's number.")
+    retryable = serializers.SerializerMethodField(help_text="Whether POST .../retry/ would queue it again.")
+
+    class Meta:
+        model = ModelUpload
+        fields = ["id", "team", "team_name", "model_name", "filename", "size", "status", "error", "version",
+                  "version_number", "description", "tags", "risk_tier", "attempts", "retryable", "created_by",
+                  "created_at", "started_at", "finished_at"]
+        extra_kwargs = {"version": {"help_text": "The registered version's id, once registered."}}
+
+    def get_created_by(self, obj) -> str | None:
+        return _username(obj.created_by)
+
+    def get_retryable(self, obj) -> bool:
+        return obj.status == ModelUpload.Status.FAILED and bool(obj.file_path)
 
 
 class ArchiveSerializer(StrictInputSerializer):

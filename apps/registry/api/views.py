@@ -19,6 +19,7 @@ from pathlib import Path
 from django.conf import settings
 from django.core.files.uploadhandler import StopUpload
 from django.http import HttpResponse
+from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import mixins, status
@@ -26,6 +27,7 @@ from rest_framework.decorators import action
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
+from rest_framework.throttling import SimpleRateThrottle
 from rest_framework.views import APIView
 
 from apps.core.api.views import ApiViewSet
@@ -168,11 +170,15 @@ class ModelVersionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiV
         return Response(self._detail(version.pk), status=status.HTTP_201_CREATED)
 
     @extend_schema(request={"multipart/form-data": s.UploadSerializer},
-                   responses={201: s.ModelVersionDetailSerializer,
-                              413: OpenApiResponse(description="The file is larger than the upload limit."),
-                              503: _RETRY_AFTER_503},
+                   responses={202: s.ModelUploadSerializer,
+                              413: OpenApiResponse(description="The file is larger than the upload limit.")},
                    description="Upload a model (multipart/form-data; streamed to disk, refused past "
-                               "MODELPLANE_UPLOAD_MAX_BYTES) and register it as a new version.")
+                               "MODELPLANE_UPLOAD_MAX_BYTES). What is cheap is checked at once (permission, "
+                               "fields, the file's kind, a zip's structure and MLmodel); the answer is 202 with "
+                               "the upload, whose URL is in Location. A worker then logs the file to MLflow and "
+                               "registers the version: poll GET /api/v1/uploads/{id}/ until `status` is "
+                               "registered (`version` is then the new version's id) or failed (`error` says "
+                               "why; POST .../retry/ queues it again).")
     @action(detail=False, methods=["post"], parser_classes=[MultiPartParser, FormParser])
     def upload(self, request):
         # Refuse someone who may register nowhere before a byte of the file is read.
@@ -188,14 +194,16 @@ class ModelVersionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiV
         upload = data["file"]
         path, folder = _stage_upload(upload)
         try:
-            version = services.modelversion_register_from_upload(
+            received = services.modelupload_receive(
                 actor=self.actor, model_name=data["model_name"], upload_path=path, filename=upload.name or "",
                 team_id=data["team"], description=data["description"], tags=data["tags"],
                 risk_tier=data["risk_tier"])
         finally:
             if folder is not None:
                 shutil.rmtree(folder, ignore_errors=True)
-        return Response(self._detail(version.pk), status=status.HTTP_201_CREATED)
+        body = s.ModelUploadSerializer(selectors.modelupload_get(actor=self.actor, pk=received.pk)).data
+        return Response(body, status=status.HTTP_202_ACCEPTED,
+                        headers={"Location": reverse("api:upload-detail", args=[received.pk])})
 
     @extend_schema(responses=s.LineageSerializer, filters=False)
     @action(detail=True, methods=["get"])
@@ -301,6 +309,30 @@ class ModelVersionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiV
         return Response(self._detail(version.pk))
 
 
+# ---------------------------------------------------------------------------------------------- uploads
+
+class ModelUploadViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewSet):
+    """Uploads to the caller's teams (POST /api/v1/versions/upload/ makes one): poll one until it is registered
+    or failed; a failed one can be retried."""
+
+    serializer_class = s.ModelUploadSerializer
+    ordering = "-id"
+    lookup_value_regex = r"\d+"
+
+    def scoped_queryset(self):
+        return selectors.modelupload_list(actor=self.actor)
+
+    @extend_schema(request=None, responses={202: s.ModelUploadSerializer}, filters=False,
+                   description="Queue a failed upload again (its stored file is reused). 409 when it is not failed "
+                               "or its file has been purged (MODELPLANE_UPLOAD_RETENTION_HOURS).")
+    @action(detail=True, methods=["post"])
+    def retry(self, request, pk=None):
+        upload = self.get_object()
+        services.modelupload_retry(actor=self.actor, upload_id=upload.pk)
+        return Response(s.ModelUploadSerializer(self.scoped_queryset().get(pk=upload.pk)).data,
+                        status=status.HTTP_202_ACCEPTED)
+
+
 # ---------------------------------------------------------------------------------------------- scans
 
 class ArtifactScanViewSet(mixins.RetrieveModelMixin, ApiViewSet):
@@ -336,12 +368,26 @@ def _expected_signature(secret: str, delivery_id: str, timestamp: str, payload: 
     return base64.b64encode(hmac.new(secret.encode(), signed, hashlib.sha256).digest())
 
 
+class MlflowWebhookThrottle(SimpleRateThrottle):
+    """MLflow's calls by address, at MODELPLANE_MLFLOW_WEBHOOK_RATE: not the anonymous rate (60/min), which one
+    MLflow server sending a burst of version and alias events would exhaust, nor shared with anonymous callers."""
+
+    scope = "mlflow_webhook"
+
+    def get_rate(self) -> str:
+        return settings.MODELPLANE_MLFLOW_WEBHOOK_RATE
+
+    def get_cache_key(self, request, view) -> str:
+        return self.cache_format % {"scope": self.scope, "ident": self.get_ident(request)}
+
+
 class MlflowWebhookView(APIView):
     """MLflow's webhook (model_version.created and the like): a verified call queues a registry sync at once
     instead of waiting for the next periodic one. Authenticated by MLflow's HMAC signature, not a session."""
 
     authentication_classes: list = []
     permission_classes = [AllowAny]
+    throttle_classes = [MlflowWebhookThrottle]
 
     @extend_schema(
         request=OpenApiTypes.OBJECT, auth=[],
