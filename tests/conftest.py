@@ -118,10 +118,20 @@ def _flush_past_the_audit_trigger():
 
 @pytest.fixture(autouse=True)
 def _clean_cache():
-    """Each test starts with an empty cache (idempotency keys, throttles, login lockouts)."""
+    """Each test starts with an empty cache (idempotency keys, throttles, login lockouts).
+
+    Only the cache's own keys go (its KEY_PREFIX), not the whole Redis database as cache.clear() would: streams,
+    routes and queues of tests running at the same time (another session, a helper's run) live there too."""
+    from django.conf import settings
     from django.core.cache import cache
 
-    cache.clear()
+    prefix = settings.CACHES["default"].get("KEY_PREFIX") or ""
+    client = cache._cache.get_client(None, write=True)
+    keys = list(client.scan_iter(match=f"{prefix}:*", count=1000)) if prefix else None
+    if keys is None:
+        cache.clear()
+    elif keys:
+        client.delete(*keys)
     yield
 
 

@@ -1,6 +1,7 @@
 """The gateway's ASGI application: prediction clients in, model servers out. No framework, no ORM, no Django
 request cycle: one object that parses the path, checks the key, the rate, the size and the signature, picks a
-variant and a replica, forwards with a shared aiohttp session, answers, and queues a prediction record.
+variant and a replica, forwards with the upstream client (apps.gateway.upstream: the native HTTP/1.1 client or
+aiohttp's, by ``MODELPLANE_GATEWAY_UPSTREAM_CLIENT``), answers, and queues a prediction record.
 
 URLs (README "Gateway"):
 
@@ -24,7 +25,6 @@ import os
 import random
 import time
 
-import aiohttp
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -36,6 +36,7 @@ from .records import RecordSink
 from .routing import Route, RouteTable, Variant
 from .signature import InputError, check_mlflow, mlflow_to_oip_outputs, oip_metadata, oip_to_mlflow
 from .sync import RouteSync
+from .upstream import ConnectFailure, Disconnected, Upstream, make_upstream
 
 log = logging.getLogger("apps.gateway")
 
@@ -47,16 +48,15 @@ MAX_UPSTREAM_MESSAGE = 2000
 
 JSON = b"application/json"
 NOT_JSON = {b"text/csv", b"application/x-parquet", b"application/parquet", b"application/octet-stream"}
-UPSTREAM_HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
 CORS_ALLOW_HEADERS = b"authorization, content-type, x-modelplane-key, x-modelplane-console-token, " \
                      b"x-request-id, x-modelplane-entity-key"
 
-# aiohttp exceptions meaning "no answer came back from this replica", so another replica may take the request.
-# A connect failure (refused, unreachable, connect timeout) also takes the replica out for a few seconds; a
-# connection closed before the answer does not (a keep-alive connection the server had just closed looks the
-# same, and says nothing about the replica).
-CONNECT_FAILURES = (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError)
-DISCONNECTS = (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError, aiohttp.ClientPayloadError)
+# "No answer came back from this replica", so another replica may take the request. A connect failure
+# (refused, unreachable, connect timeout) also takes the replica out for a few seconds; a connection closed
+# before the answer does not (a keep-alive connection the server had just closed looks the same, and says
+# nothing about the replica). Both clients of apps.gateway.upstream raise these.
+CONNECT_FAILURES = (ConnectFailure,)
+DISCONNECTS = (Disconnected,)
 
 
 class Refused(Exception):
@@ -162,20 +162,16 @@ class Gateway:
                               metrics=self.metrics)
         self.metrics.watch(self.table, self.sink)
         self.cors = {origin.encode() for origin in config.cors_origins}
-        self.session: aiohttp.ClientSession | None = None
+        self.upstream: Upstream = make_upstream(
+            config.upstream_client, connections=config.upstream_connections,
+            connections_per_replica=config.upstream_connections_per_replica)
         self.tasks: list[asyncio.Task] = []
 
     # --- lifespan -------------------------------------------------------------------------------------
 
     async def startup(self) -> None:
-        connector = aiohttp.TCPConnector(
-            limit=self.config.upstream_connections, limit_per_host=self.config.upstream_connections_per_replica,
-            # Below uvicorn's 5 s default (MLflow's scoring server): we drop an idle connection before the
-            # server does, so a request rarely meets a connection closed under it.
-            keepalive_timeout=4.0, ttl_dns_cache=300, enable_cleanup_closed=False)
-        self.session = aiohttp.ClientSession(
-            connector=connector, cookie_jar=aiohttp.DummyCookieJar(), auto_decompress=False, trust_env=False,
-            skip_auto_headers=("User-Agent",), raise_for_status=False)
+        await self.upstream.start()
+        log.info("upstream client: %s", self.upstream.name)
         loop = asyncio.get_running_loop()
         self.tasks = [loop.create_task(self._supervised("routing table", self.sync.run)),
                       loop.create_task(self._supervised("prediction records", self.sink.run))]
@@ -198,8 +194,7 @@ class Gateway:
         if self.tasks:
             await asyncio.wait(self.tasks, timeout=5)
         await self.sink.close()
-        if self.session is not None:
-            await self.session.close()
+        await self.upstream.close()
 
     async def lifespan(self, receive, send) -> None:
         while True:
@@ -448,16 +443,16 @@ class Gateway:
                 if isinstance(exc, CONNECT_FAILURES):
                     failed.ejected_until = time.monotonic() + self.config.eject_seconds
                     log.warning("replica %s of %s/%s refused the connection (%s): ejected for %.0f s",
-                                failed.url, route.name, variant.name, exc.__class__.__name__,
+                                failed.url, route.name, variant.name, exc.kind,
                                 self.config.eject_seconds)
                 if attempt > 1:
                     raise Refused(503, "upstream_unavailable", f"no model server of {route.name!r} answered "
-                                  f"(tried 2 replicas; last: {exc.__class__.__name__})",
+                                  f"(tried 2 replicas; last: {exc.kind})",
                                   retry_after=route.retry_after(time.monotonic())) from None
                 retry = self._retry_target(route, variant, failed, version is not None)
                 if retry is None:
                     raise Refused(503, "upstream_unavailable", f"the model server of {route.name!r} did not "
-                                  f"answer ({exc.__class__.__name__}) and no other replica is ready",
+                                  f"answer ({exc.kind}) and no other replica is ready",
                                   retry_after=route.retry_after(time.monotonic())) from None
                 if retry[0] is not variant:
                     try:
@@ -524,15 +519,11 @@ class Gateway:
         remaining = deadline - time.perf_counter()
         if remaining <= 0:
             raise TimeoutError
-        timeout = aiohttp.ClientTimeout(total=remaining, sock_connect=min(remaining, 2.0))
         state.inflight += 1
         state.picks += 1
         started = time.perf_counter()
         try:
-            async with self.session.post(state.invocations, data=body, headers=UPSTREAM_HEADERS,
-                                         timeout=timeout) as response:
-                answer = await response.read()
-                status = response.status
+            response = await self.upstream.request("POST", state.url, "/invocations", body, remaining)
         except CONNECT_FAILURES:
             self.metrics.upstream_failures.labels(route.name, "connect").inc()
             raise
@@ -542,7 +533,7 @@ class Gateway:
         finally:
             state.inflight -= 1
         self.metrics.upstream(route.name, variant.name, time.perf_counter() - started)
-        return status, answer
+        return response.status, response.body
 
     def _answer(self, req: Request, route: Route, variant: Variant, status: int, answer: bytes, record: dict,
                 sampled: bool, payload):

@@ -27,6 +27,7 @@ class GatewayConfig:
     eject_seconds: float = 5.0
     upstream_connections: int = 512
     upstream_connections_per_replica: int = 128
+    upstream_client: str = "native"
 
     @classmethod
     def from_settings(cls, settings) -> GatewayConfig:
@@ -42,4 +43,5 @@ class GatewayConfig:
             eject_seconds=float(settings.MODELPLANE_GATEWAY_EJECT_SECONDS),
             upstream_connections=int(settings.MODELPLANE_GATEWAY_UPSTREAM_CONNECTIONS),
             upstream_connections_per_replica=int(settings.MODELPLANE_GATEWAY_UPSTREAM_CONNECTIONS_PER_REPLICA),
+            upstream_client=str(getattr(settings, "MODELPLANE_GATEWAY_UPSTREAM_CLIENT", "native")).strip().lower(),
         )

@@ -182,7 +182,7 @@ MODELPLANE_GATEWAY_UPSTREAM_CONNECTIONS = env_int("MODELPLANE_GATEWAY_UPSTREAM_C
 MODELPLANE_GATEWAY_UPSTREAM_CONNECTIONS_PER_REPLICA = env_int("MODELPLANE_GATEWAY_UPSTREAM_CONNECTIONS_PER_REPLICA",
                                                               128)
 # The gateway's client to the model servers: "native" (apps/gateway/upstream.py: HTTP/1.1 on asyncio protocols
-# and httptools, a keep-alive pool per replica bounded by the setting above; ~2.5x aiohttp's throughput here) or
+# and httptools, a keep-alive pool per replica bounded by the setting above; ~2x aiohttp's throughput here) or
 # "aiohttp" (the previous client; it also honours UPSTREAM_CONNECTIONS). benchmarks/README.md "gateway.py".
 MODELPLANE_GATEWAY_UPSTREAM_CLIENT = env("MODELPLANE_GATEWAY_UPSTREAM_CLIENT", "native")
 

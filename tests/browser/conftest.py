@@ -208,8 +208,11 @@ def demo_password() -> str:
 # --------------------------------------------------------------------------------------------------- browser
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
+    """Chromium through Playwright's sync API, one launch per module (about a second): while Playwright runs it
+    holds an event loop on the main thread, so it must not outlive the browser tests (later tests call
+    asyncio.run, which refuses to run inside a running loop)."""
     if not Path(CHROMIUM).exists():
         pytest.fail(f"Chromium is not at {CHROMIUM} (apt-get install chromium, or set MODELPLANE_CHROMIUM); "
                     "to run without the browser tests: pytest -m 'not browser'")
