@@ -12,15 +12,15 @@ import json
 import logging
 import urllib.error
 import urllib.request
-from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
-from django.db import connection, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from apps.audit.services import audit_event_record
 from apps.core.actors import Actor
+from apps.core.locks import advisory_lock_try
 from apps.deployments.models import Deployment, Replica, Variant
 from apps.deployments.routing import routing_publish
 from apps.deployments.services import deployment_event_add
@@ -37,17 +37,8 @@ DRAIN_SECONDS = 2.0
 SYSTEM = "reconciler"
 
 
-@contextmanager
 def _deployment_lock(deployment_id: int):
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", [RECONCILE_LOCK, deployment_id])
-        acquired = cursor.fetchone()[0]
-    try:
-        yield acquired
-    finally:
-        if acquired:
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [RECONCILE_LOCK, deployment_id])
+    return advisory_lock_try(RECONCILE_LOCK, deployment_id)
 
 
 def deployment_reconcile(*, deployment_id: int) -> Deployment | None:

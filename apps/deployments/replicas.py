@@ -31,19 +31,18 @@ Model URI (``replica_model_uri``), resolved by MLflow through ``MLFLOW_TRACKING_
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from apps.audit.services import audit_event_record
 from apps.core.actors import Actor
+from apps.core.locks import advisory_lock_try
 from apps.deployments.backends import backend_for
 from apps.deployments.backends.base import BackendError, ReplicaHandle, ReplicaSpec, ServingBackend
 from apps.deployments.backends.local import START_BANNER, LocalBackend
@@ -106,18 +105,9 @@ def backoff_seconds(crash_streak: int) -> float:
     return min(cap, base * (2 ** max(0, min(crash_streak - 1, 30))))
 
 
-@contextmanager
-def _replica_claim(replica_id: int) -> Iterator[bool]:
+def _replica_claim(replica_id: int):
     """A session-level advisory lock on one replica, held across the non-transactional process work."""
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", [REPLICA_LOCK, replica_id])
-        acquired = cursor.fetchone()[0]
-    try:
-        yield acquired
-    finally:
-        if acquired:
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [REPLICA_LOCK, replica_id])
+    return advisory_lock_try(REPLICA_LOCK, replica_id)
 
 
 def _load(replica_id: int, *, skip_locked: bool) -> Replica | None:

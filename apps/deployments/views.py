@@ -407,47 +407,43 @@ def deployment_rollout(request: HttpRequest, pk: int) -> HttpResponse:
     return render(request, "deployments/deployment_detail.html", context, status=400)
 
 
+def _reason_action(request: HttpRequest, pk: int, *, verb: str, refusal: str, prefix: str, act, done: str
+                   ) -> HttpResponse:
+    """A POST with a reason (rollback, stop): the permission, the form, the service, then back to the page."""
+    actor = Actor.from_request(request)
+    deployment = _get_deployment(actor, pk)
+    if not has_perm(actor, verb, deployment):
+        return _forbidden(request, refusal)
+    form = ReasonForm(request.POST, prefix=prefix)
+    if form.is_valid():
+        try:
+            act(actor=actor, deployment_id=deployment.pk, reason=form.cleaned_data["reason"])
+        except ServiceError as exc:
+            apply_service_error(form, exc)
+            return _action_refused(request, actor, deployment, exc, **{f"{prefix}_form": form})
+        messages.success(request, done.format(name=deployment.name))
+        return redirect("deployments:deployment_detail", pk=deployment.pk)
+    context = _detail_context(request, actor, deployment, **{f"{prefix}_form": form})
+    return render(request, "deployments/deployment_detail.html", context, status=400)
+
+
 @login_required
 @require_POST
 def deployment_rollback(request: HttpRequest, pk: int) -> HttpResponse:
-    actor = Actor.from_request(request)
-    deployment = _get_deployment(actor, pk)
-    if not has_perm(actor, "deployment.rollback", deployment):
-        return _forbidden(request, "Rolling back needs the ML engineer or team admin role in the deployment's "
-                                   "team (deployment.rollback).")
-    form = ReasonForm(request.POST, prefix="rollback")
-    if form.is_valid():
-        try:
-            services.deployment_rollback(actor=actor, deployment_id=deployment.pk,
-                                         reason=form.cleaned_data["reason"])
-        except ServiceError as exc:
-            apply_service_error(form, exc)
-            return _action_refused(request, actor, deployment, exc, rollback_form=form)
-        messages.success(request, "Rollback started; the timeline below follows it.")
-        return redirect("deployments:deployment_detail", pk=deployment.pk)
-    context = _detail_context(request, actor, deployment, rollback_form=form)
-    return render(request, "deployments/deployment_detail.html", context, status=400)
+    return _reason_action(
+        request, pk, verb="deployment.rollback", prefix="rollback", act=services.deployment_rollback,
+        refusal="Rolling back needs the ML engineer or team admin role in the deployment's team "
+                "(deployment.rollback).",
+        done="Rollback started; the timeline below follows it.")
 
 
 @login_required
 @require_POST
 def deployment_stop(request: HttpRequest, pk: int) -> HttpResponse:
-    actor = Actor.from_request(request)
-    deployment = _get_deployment(actor, pk)
-    if not has_perm(actor, "deployment.update", deployment):
-        return _forbidden(request, "Stopping a deployment needs the ML engineer or team admin role in its team "
-                                   "(deployment.update).")
-    form = ReasonForm(request.POST, prefix="stop")
-    if form.is_valid():
-        try:
-            services.deployment_stop(actor=actor, deployment_id=deployment.pk, reason=form.cleaned_data["reason"])
-        except ServiceError as exc:
-            apply_service_error(form, exc)
-            return _action_refused(request, actor, deployment, exc, stop_form=form)
-        messages.success(request, f"{deployment.name} is stopping: the gateway refuses its requests now.")
-        return redirect("deployments:deployment_detail", pk=deployment.pk)
-    context = _detail_context(request, actor, deployment, stop_form=form)
-    return render(request, "deployments/deployment_detail.html", context, status=400)
+    return _reason_action(
+        request, pk, verb="deployment.update", prefix="stop", act=services.deployment_stop,
+        refusal="Stopping a deployment needs the ML engineer or team admin role in its team (deployment.update).",
+        done="{name} is stopping: the gateway refuses its requests now.")
 
 
 @login_required
