@@ -67,11 +67,17 @@ def replica_list(*, deployment: Deployment, include_stopped: bool = False) -> Qu
     return qs if include_stopped else qs.exclude(status=Replica.Status.STOPPED, desired=False)
 
 
-def replica_get(*, actor: Actor, pk: int) -> Replica:
-    replica = Replica.objects.select_related("variant__deployment").filter(pk=pk).first()
+def replica_all(*, actor: Actor) -> QuerySet[Replica]:
+    """Replicas of the actor's teams' deployments (the API's /replicas/{id}/)."""
+    return scope_to_teams(Replica.objects.select_related("variant"), actor, "deployment.view",
+                          field="variant__deployment__team_id")
+
+
+def replica_get(*, deployment: Deployment, pk: int) -> Replica:
+    """A replica of a deployment the caller already resolved through :func:`deployment_get`."""
+    replica = Replica.objects.select_related("variant").filter(pk=pk, variant__deployment=deployment).first()
     if replica is None:
         raise NotFound("No such replica.")
-    deployment_get(actor=actor, pk=replica.variant.deployment_id)  # 404 for another team's
     return replica
 
 
@@ -83,11 +89,17 @@ def key_list(*, deployment: Deployment) -> QuerySet[DeploymentKey]:
     return deployment.keys.select_related("created_by").all()
 
 
-def key_get(*, actor: Actor, pk: int) -> DeploymentKey:
-    key = DeploymentKey.objects.select_related("deployment").filter(pk=pk).first()
+def key_all(*, actor: Actor) -> QuerySet[DeploymentKey]:
+    """Keys of the actor's teams' deployments (the API's /deployment-keys/{id}/)."""
+    return scope_to_teams(DeploymentKey.objects.select_related("created_by"), actor, "deployment.view",
+                          field="deployment__team_id")
+
+
+def key_get(*, deployment: Deployment, pk: int) -> DeploymentKey:
+    """A key of a deployment the caller already resolved through :func:`deployment_get`."""
+    key = deployment.keys.filter(pk=pk).first()
     if key is None:
         raise NotFound("No such key.")
-    deployment_get(actor=actor, pk=key.deployment_id)
     return key
 
 

@@ -244,16 +244,18 @@ def deployment_update(*, actor: Actor, deployment_id: int, **changes: Any) -> De
         setattr(deployment, key, value)
     _full_clean(deployment, exclude=["created_by", "team", "model", "environment"])
     _validate_rate_limit(deployment)
+    after = deployment.snapshot()
+    changed = {k: after[k] for k in after if before.get(k) != after[k]}
+    if not changed:
+        return deployment   # nothing to record, publish or reconcile
     deployment.generation += 1
     deployment.save()
-    if values.get("replicas"):
+    if "replicas" in changed:
         deployment.variants.filter(role__in=Variant.ACTIVE_ROLES).update(replicas=deployment.replicas)
-    after = deployment.snapshot()
-    changed = {k: after[k] for k in after if before.get(k) != after[k] and k != "generation"}
-    audit_event_record(actor=actor, verb="deployment.updated", target=deployment, before=before, after=after)
-    if changed:
-        deployment_event_add(deployment=deployment, kind="updated", actor=actor, data=changed,
-                             message="Settings changed: " + ", ".join(f"{k} = {v}" for k, v in changed.items()))
+    audit_event_record(actor=actor, verb="deployment.updated", target=deployment, before=before,
+                       after=deployment.snapshot())
+    deployment_event_add(deployment=deployment, kind="updated", actor=actor, data=changed,
+                         message="Settings changed: " + ", ".join(f"{k} = {v}" for k, v in changed.items()))
     _queue_reconcile(deployment.pk)
     return deployment
 

@@ -532,11 +532,9 @@ def replica_output(request: HttpRequest, pk: int, replica_id: int) -> HttpRespon
     actor = Actor.from_request(request)
     deployment = _get_deployment(actor, pk)
     try:
-        replica = selectors.replica_get(actor=actor, pk=replica_id)
+        replica = selectors.replica_get(deployment=deployment, pk=replica_id)
     except NotFound:
         raise Http404 from None
-    if replica.variant.deployment_id != deployment.pk:
-        raise Http404
     output, unavailable = "", ""
     try:
         from apps.deployments.replicas import replica_log_tail
@@ -601,11 +599,9 @@ def key_revoke(request: HttpRequest, pk: int, key_id: int) -> HttpResponse:
     actor = Actor.from_request(request)
     deployment = _get_deployment(actor, pk)
     try:
-        key = selectors.key_get(actor=actor, pk=key_id)
+        key = selectors.key_get(deployment=deployment, pk=key_id)
     except NotFound:
         raise Http404 from None
-    if key.deployment_id != deployment.pk:
-        raise Http404
     if not has_perm(actor, "deployment.key_manage", deployment):
         return _forbidden(request, "Revoking keys needs the ML engineer or team admin role in the deployment's "
                                    "team (deployment.key_manage).")

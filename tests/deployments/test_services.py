@@ -451,3 +451,14 @@ def test_api_metrics_flattens_the_rollups_per_variant(w):
     assert point["mean_ms"] == 4.0 and point["p50_ms"] is not None
     assert _api(w.viewer).get(f"/api/v1/deployments/{deployment.pk}/metrics/?since=yesterday").status_code == 400
     assert _api(w.other).get(f"/api/v1/deployments/{deployment.pk}/metrics/").status_code == 404
+
+
+def test_an_update_that_changes_nothing_records_nothing(w):
+    deployment = _deploy(w, replicas=2)
+    generation = Deployment.objects.get(pk=deployment.pk).generation
+    services.deployment_update(actor=w.actor(w.eng), deployment_id=deployment.pk, replicas=2)
+    assert Deployment.objects.get(pk=deployment.pk).generation == generation
+    assert not AuditEvent.objects.filter(verb="deployment.updated").exists()
+    services.deployment_update(actor=w.actor(w.eng), deployment_id=deployment.pk, replicas=3)
+    assert deployment.variants.get().replicas == 3
+    assert AuditEvent.objects.get(verb="deployment.updated").after["replicas"] == 3

@@ -204,11 +204,7 @@ class DeploymentKeyViewSet(mixins.RetrieveModelMixin, ApiViewSet):
     lookup_value_regex = r"\d+"
 
     def scoped_queryset(self):
-        from apps.core.permissions import scope_to_teams
-        from apps.deployments.models import DeploymentKey
-
-        return scope_to_teams(DeploymentKey.objects.select_related("created_by"), self.actor, "deployment.view",
-                              field="deployment__team_id")
+        return selectors.key_all(actor=self.actor)
 
     @extend_schema(request=None, responses=s.DeploymentKeySerializer)
     @action(detail=True, methods=["post"])
@@ -226,11 +222,7 @@ class ReplicaViewSet(mixins.RetrieveModelMixin, ApiViewSet):
     lookup_value_regex = r"\d+"
 
     def scoped_queryset(self):
-        from apps.core.permissions import scope_to_teams
-        from apps.deployments.models import Replica
-
-        return scope_to_teams(Replica.objects.select_related("variant"), self.actor, "deployment.view",
-                              field="variant__deployment__team_id")
+        return selectors.replica_all(actor=self.actor)
 
     @extend_schema(responses=s.ReplicaLogSerializer)
     @action(detail=True, methods=["get"])
