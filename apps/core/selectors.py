@@ -25,3 +25,14 @@ def home_counts(*, actor: Actor) -> dict[str, int]:
     except Exception:  # noqa: BLE001 - PermissionDenied: the actor may not read the audit trail
         counts["audit_events_24h"] = None
     return counts
+
+
+def page_by_name(qs, *, after: str, size: int) -> tuple[list, str | None]:
+    """One page of a queryset ordered by a unique ``name``, keyset-style (``name > after``): the page's rows and
+    the ``after`` of the next page (None on the last). The list pages of models and deployments use it."""
+    if after:
+        qs = qs.filter(name__gt=after)
+    rows = list(qs.order_by("name")[: size + 1])
+    if len(rows) > size:
+        return rows[:size], rows[size - 1].name
+    return rows, None

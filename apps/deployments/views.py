@@ -27,6 +27,7 @@ from apps.core.actors import Actor
 from apps.core.errors import NotFound, ServiceError
 from apps.core.forms import apply_service_error, form_status, posted
 from apps.core.permissions import has_perm, scope_to_teams
+from apps.core.selectors import page_by_name
 from apps.deployments import selectors, services
 from apps.deployments.forms import (
     STRATEGY_HELP,
@@ -97,13 +98,8 @@ def deployment_list(request: HttpRequest) -> HttpResponse:
     else:
         filters = {k: v for k, v in (form.cleaned_data if form.is_bound else {}).items() if v not in (None, "")}
         after = filters.pop("after", "")
-        qs = selectors.deployment_list(actor=actor, filters=filters).order_by("name")
-        if after:
-            qs = qs.filter(name__gt=after)
-        deployments = list(qs[: DEPLOYMENTS_PAGE_SIZE + 1])
-        if len(deployments) > DEPLOYMENTS_PAGE_SIZE:
-            deployments = deployments[:DEPLOYMENTS_PAGE_SIZE]
-            next_after = deployments[-1].name
+        deployments, next_after = page_by_name(selectors.deployment_list(actor=actor, filters=filters),
+                                               after=after, size=DEPLOYMENTS_PAGE_SIZE)
         rows = _list_rows(deployments)
     query = request.GET.copy()
     query.pop("after", None)

@@ -33,6 +33,7 @@ from apps.core.actors import Actor
 from apps.core.errors import NotFound, ServiceError, ServiceUnavailable
 from apps.core.forms import apply_service_error, form_status, posted
 from apps.core.permissions import has_perm, team_ids_with
+from apps.core.selectors import page_by_name
 from apps.registry import mlflow_adapter as mlf
 from apps.registry import selectors, services
 from apps.registry.card_export import CONTENT_SECURITY_POLICY, card_document, card_html
@@ -224,12 +225,7 @@ def model_list(request: HttpRequest) -> HttpResponse:
                         latest_number=Subquery(newest.values("version")[:1]),
                         latest_status=Subquery(newest.values("status")[:1]))
               .order_by("name"))
-        if after:
-            qs = qs.filter(name__gt=after)
-        models = list(qs[: MODELS_PAGE_SIZE + 1])
-        if len(models) > MODELS_PAGE_SIZE:
-            models = models[:MODELS_PAGE_SIZE]
-            next_after = models[-1].name
+        models, next_after = page_by_name(qs, after=after, size=MODELS_PAGE_SIZE)
         rows = _model_rows(models)
     query = request.GET.copy()
     query.pop("after", None)
