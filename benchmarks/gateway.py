@@ -140,6 +140,65 @@ def loadgen(url: str, body_file: str, headers_json: str, concurrency: int, durat
     uvloop.run(main())
 
 
+def paired(spec_file: str, body_file: str, seconds: float) -> None:
+    """Concurrency 1, the targets interleaved request by request: one blocking client sends the same body to
+    each target in turn (the order rotating every round), over one keep-alive connection per target, until
+    ``seconds`` have passed. A model server's own drift (its latency moves by more than a millisecond between
+    runs of a few seconds on this machine) then falls on every target alike, which whole runs one after the
+    other cannot promise. Prints one JSON line: per target, its latencies (ms) in order, and non-200 answers."""
+    import socket
+    from urllib.parse import urlsplit
+
+    import httptools
+
+    body = Path(body_file).read_bytes()
+    targets = json.loads(Path(spec_file).read_text())
+
+    class Reader:
+        def __init__(self):
+            self.done = False
+            self.parser = httptools.HttpResponseParser(self)
+
+        def on_message_complete(self):
+            self.done = True
+
+    conns = []
+    for target in targets:
+        url = urlsplit(target["url"])
+        head = [f"POST {url.path} HTTP/1.1", f"Host: {url.netloc}", f"Content-Length: {len(body)}"]
+        head += [f"{k}: {v}" for k, v in target["headers"].items()]
+        request = ("\r\n".join(head) + "\r\n\r\n").encode() + body
+        sock = socket.create_connection((url.hostname, url.port))
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        conns.append((sock, request))
+
+    def one(sock, request) -> tuple[float, int]:
+        started = time.perf_counter()
+        sock.sendall(request)
+        reader = Reader()
+        while not reader.done:
+            data = sock.recv(65536)
+            if not data:
+                raise ConnectionError("closed")
+            reader.parser.feed_data(data)
+        return (time.perf_counter() - started) * 1000, reader.parser.get_status_code()
+
+    latencies = [[] for _ in targets]
+    failed = [0 for _ in targets]
+    deadline = time.monotonic() + seconds
+    rounds = 0
+    while time.monotonic() < deadline:
+        for k in range(len(targets)):
+            i = (rounds + k) % len(targets)
+            ms, status = one(*conns[i])
+            latencies[i].append(ms)
+            failed[i] += status != 200
+        rounds += 1
+    for sock, _ in conns:
+        sock.close()
+    print(json.dumps({"latencies": latencies, "failed": failed}))
+
+
 # --------------------------------------------------------------------------------------------------------
 # Measuring
 
@@ -229,14 +288,26 @@ def main() -> int:
                         help="measurements per figure, direct and gateway alternated; medians (default 3)")
     parser.add_argument("--sampling-rate", type=float, default=1.0, help="the routes' sampling rate (default 1)")
     parser.add_argument("--quick", action="store_true", help="2-second measurements, c=1 and 32 only")
+    parser.add_argument("--servers", default="native,uvicorn",
+                        help="the gateway's HTTP servers to compare (MODELPLANE_GATEWAY_SERVER), with the first "
+                             "upstream client each (default native,uvicorn)")
     parser.add_argument("--clients", default="native,aiohttp",
-                        help="the gateway's upstream clients to compare (MODELPLANE_GATEWAY_UPSTREAM_CLIENT), one "
+                        help="the gateway's upstream clients to compare (MODELPLANE_GATEWAY_UPSTREAM_CLIENT), with "
+                             "the first server each; one "
                              "gateway process each, measured side by side (default native,aiohttp)")
     args = parser.parse_args()
-    clients = [c.strip() for c in args.clients.split(",") if c.strip()]
+    # One gateway process per (server, upstream client) compared, labelled "server/client": the first server with
+    # every client, and every other server with the first client. The first label is the default configuration.
+    servers = [c.strip() for c in args.servers.split(",") if c.strip()]
+    upstream_clients = [c.strip() for c in args.clients.split(",") if c.strip()]
+    settings_of = {f"{servers[0]}/{c}": (servers[0], c) for c in upstream_clients}
+    settings_of.update({f"{s}/{upstream_clients[0]}": (s, upstream_clients[0]) for s in servers[1:]})
+    clients = list(settings_of)
     duration = 2.0 if args.quick else args.duration
     repeat = 1 if args.quick else args.repeat
     concurrencies = [1, 32] if args.quick else [1, 8, 32]
+    # Concurrency 1 is measured interleaved (paired()); its samples are split between direct and the gateways.
+    c1_seconds = 6.0 if args.quick else 2 * repeat * duration
 
     import django
 
@@ -274,7 +345,7 @@ def main() -> int:
     try:
         say(f"cores: {os.cpu_count()}, load average at start: {load_average()}")
         say(f"starting redis-server, two MLflow scoring servers, a trivial upstream and one gateway per upstream "
-            f"client ({', '.join(clients)}) ...")
+            f"(server/client: {', '.join(clients)}) ...")
         redis_server = RedisServer()
         procs.append(redis_server)
         model = MlflowModel(tmp)
@@ -286,7 +357,8 @@ def main() -> int:
         gateways = {}
         for client in clients:
             gateways[client] = GatewayProcess(redis_server.url, MODELPLANE_LOG_LEVEL="WARNING",
-                                              MODELPLANE_GATEWAY_UPSTREAM_CLIENT=client)
+                                              MODELPLANE_GATEWAY_SERVER=settings_of[client][0],
+                                              MODELPLANE_GATEWAY_UPSTREAM_CLIENT=settings_of[client][1])
             procs.append(gateways[client])
         blue.wait_ready()
         green.wait_ready()
@@ -299,16 +371,21 @@ def main() -> int:
             wait_until(lambda gateway=gateway: gateway.metric("modelplane_gateway_routes") >= 2, 10,
                        "routes applied")
         load = Load(tmp)
-        say(f"load generator: {load.name}; gateways (one process each, upstream client: pid) "
+        say(f"load generator: {load.name}; gateways (one process each, server/upstream client: pid) "
             f"{', '.join(f'{c}: {g.popen.pid}' for c, g in gateways.items())}; {duration:g} s per measurement, "
-            f"{repeat} alternated direct/gateway measurements per line (medians)")
+            f"{repeat} alternated direct/gateway measurements per line (medians); concurrency 1: one client "
+            f"sending to direct and each gateway in turn, request by request, for {c1_seconds:g} s "
+            f"(percentiles over all its requests)")
         say("")
 
         json_headers = {"Content-Type": "application/json"}
 
         def group(direct_url, direct_headers, gateway_path, gateway_headers, body, concurrency):
             """Direct and through each gateway, alternated --repeat times (the gateways' order flipping each
-            time); medians of each figure, and each gateway's CPU time per request it answered."""
+            time); medians of each figure, and each gateway's CPU time per request it answered. Concurrency 1:
+            interleaved request by request instead (see paired())."""
+            if concurrency == 1:
+                return group_paired(direct_url, direct_headers, gateway_path, gateway_headers, body)
             directs, throughs = [], {c: [] for c in clients}
             cpu, answered = dict.fromkeys(clients, 0.0), dict.fromkeys(clients, 0.0)
             for i in range(repeat):
@@ -323,14 +400,36 @@ def main() -> int:
             return (median_result(directs), {c: median_result(throughs[c]) for c in clients},
                     {c: cpu[c] / max(1, answered[c]) * 1e6 for c in clients})
 
+        def group_paired(direct_url, direct_headers, gateway_path, gateway_headers, body):
+            """Concurrency 1: direct and each gateway interleaved request by request for c1_seconds."""
+            spec = [{"url": direct_url, "headers": direct_headers}]
+            spec += [{"url": gateways[c].url + gateway_path, "headers": gateway_headers} for c in clients]
+            (tmp / "paired.json").write_text(json.dumps(spec))
+            (tmp / "paired-body.json").write_bytes(body)
+            cpu0 = {c: cpu_seconds(gateways[c].popen.pid) for c in clients}
+            out = subprocess.run([sys.executable, __file__, "--paired", str(tmp / "paired.json"),
+                                  str(tmp / "paired-body.json"), str(c1_seconds)],
+                                 capture_output=True, text=True, check=True).stdout
+            cpu = {c: cpu_seconds(gateways[c].popen.pid) - cpu0[c] for c in clients}
+            data = json.loads(out.strip().splitlines()[-1])
+
+            def result(i):
+                latencies = sorted(data["latencies"][i])
+                pick = lambda q: latencies[min(len(latencies) - 1, int(q * len(latencies)))]
+                return Result(1000.0 / statistics.fmean(latencies), pick(0.50), pick(0.99), data["failed"][i],
+                              {"count": len(latencies)})
+
+            throughs = {c: result(i + 1) for i, c in enumerate(clients)}
+            return result(0), throughs, {c: cpu[c] / max(1, throughs[c].extra["count"]) * 1e6 for c in clients}
+
         def line(upstream, n_rows, concurrency, client, direct, through, cpu):
-            say(f"{upstream:<8} {n_rows:>4} {concurrency:>4} {client:<7} | {direct.rps:>10.0f} {through.rps:>11.0f} "
+            say(f"{upstream:<8} {n_rows:>4} {concurrency:>4} {client:<14} | {direct.rps:>10.0f} {through.rps:>11.0f} "
                 f"{through.rps / direct.rps:>6.2f} | {direct.p50:>10.2f} {through.p50:>8.2f} "
                 f"{through.p50 - direct.p50:>+7.2f} | {direct.p99:>10.2f} {through.p99:>8.2f} "
                 f"{through.p99 - direct.p99:>+7.2f} | {cpu:>8.0f}us {direct.failed + through.failed:>6}")
 
         rows: list[tuple] = []  # (upstream, rows, concurrency, client, direct, through, cpu)
-        header = (f"{'upstream':<8} {'rows':>4} {'conc':>4} {'client':<7} | {'direct r/s':>10} {'gateway r/s':>11} "
+        header = (f"{'upstream':<8} {'rows':>4} {'conc':>4} {'gateway':<14} | {'direct r/s':>10} {'gateway r/s':>11} "
                   f"{'ratio':>6} | {'p50 direct':>10} {'gateway':>8} {'added':>7} | {'p99 direct':>10} "
                   f"{'gateway':>8} {'added':>7} | {'gw CPU/req':>10} {'failed':>6}")
         say(header)
@@ -401,7 +500,7 @@ def main() -> int:
                 phase = "before" if at < switched_at else "switched" if at < back_at else "back"
                 phases[phase][name] = phases[phase].get(name, 0) + 1
             switches[client] = sum(switch["failures"].values())
-            say(f"blue-green switch under load, {client} client (concurrency 8, {switch_seconds:g} s, MLflow both "
+            say(f"blue-green switch under load, gateway {client} (concurrency 8, {switch_seconds:g} s, MLflow both "
                 f"sides): {switch['count']} requests, {switches[client]} failed {switch['failures'] or ''}")
             say(f"  answered by: before the switch {phases['before']}, after 100->0/0->100 {phases['switched']}, "
                 f"after switching back {phases['back']}")
@@ -412,7 +511,7 @@ def main() -> int:
         for client in clients:
             mine = [r for r in rows if r[3] == client]
             say("")
-            say(f"goals (issue 5), {client} upstream client:")
+            say(f"goals (issue 5), gateway {client} (server/upstream client):")
             c1 = [r for r in mine if r[0] == "mlflow" and r[2] == 1]
             added_p50 = statistics.median(r[5].p50 - r[4].p50 for r in c1)
             added_p99 = statistics.median(r[5].p99 - r[4].p99 for r in c1)
@@ -437,10 +536,11 @@ def main() -> int:
             summary[client] = {"best": best, "mlflow_c1_p50": added_p50,
                                "trivial_c1_p50": trivial_c1[5].p50 - trivial_c1[4].p50,
                                "cpu": top[6]}
-        if "native" in summary and "aiohttp" in summary:
-            n, a = summary["native"], summary["aiohttp"]
+        first = clients[0]
+        for other in clients[1:]:
+            n, a = summary[first], summary[other]
             say("")
-            say("native vs aiohttp upstream client (same run, same machine):")
+            say(f"gateway {first} vs {other} (same run, same machine):")
             say(f"  trivial-upstream ceiling: {n['best']:.0f} vs {a['best']:.0f} req/s "
                 f"(x{n['best'] / a['best']:.2f})")
             say(f"  gateway CPU per request at each one's ceiling: {n['cpu']:.0f} vs {a['cpu']:.0f} us "
@@ -462,6 +562,8 @@ def main() -> int:
 if __name__ == "__main__":
     if len(sys.argv) > 2 and sys.argv[1] == "--serve-trivial":
         serve_trivial(int(sys.argv[2]))
+    elif len(sys.argv) > 1 and sys.argv[1] == "--paired":
+        paired(sys.argv[2], sys.argv[3], float(sys.argv[4]))
     elif len(sys.argv) > 1 and sys.argv[1] == "--loadgen":
         loadgen(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]), float(sys.argv[6]))
     else:

@@ -19,6 +19,7 @@ Errors: /v1 answers Modelplane's ``{"error": {"code", "message", "fields"}}``; /
 from __future__ import annotations
 
 import asyncio
+import gc
 import hashlib
 import logging
 import os
@@ -26,6 +27,7 @@ import random
 import time
 
 import orjson
+from orjson import Fragment
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from . import contract
@@ -175,6 +177,11 @@ class Gateway:
         loop = asyncio.get_running_loop()
         self.tasks = [loop.create_task(self._supervised("routing table", self.sync.run)),
                       loop.create_task(self._supervised("prediction records", self.sink.run))]
+        # What start-up made (modules, Django's settings, the clients: ~50 000 objects) lives as long as the
+        # process: moved out of the collector's sight, a full collection walks only what requests leave behind
+        # instead of pausing every request in flight for tens of milliseconds.
+        gc.collect()
+        gc.freeze()
 
     async def _supervised(self, what: str, run) -> None:
         # The tasks handle Redis themselves; this only keeps a bug from silently ending one of them.
@@ -367,8 +374,9 @@ class Gateway:
             record["error"] = refused.message[:200]
             self._finish(req, route, record, refused.status, sampled)
             raise
-        self._finish(req, route, record, status, sampled)
+        # The answer goes out first: the bookkeeping below then overlaps the client reading it.
         await self.send(req, status, body, JSON, extra=headers)
+        self._finish(req, route, record, status, sampled)
 
     def _finish(self, req: Request, route: Route, record: dict, status: int, sampled: bool) -> None:
         record["status"] = status
@@ -414,7 +422,10 @@ class Gateway:
             raise Refused(400, "invalid_json", f"the body is not valid JSON: {exc}",
                           {"body": ["not valid JSON"]}) from None
         if sampled:
-            record["inputs"] = payload
+            # Records keep the JSON they carry as bytes (orjson.Fragment): a buffered record is then a flat dict
+            # the garbage collector does not track, so records waiting for the flusher never make the
+            # collector walk a 100-row payload's objects (gen-2 pauses of 30-80 ms at sampling 1.0 before).
+            record["inputs"] = Fragment(raw)
 
         if version is not None:
             variant = self._version(route, version)
@@ -427,9 +438,9 @@ class Gateway:
         record["variant"] = variant.name
         record["model_version"] = variant.model_version
 
-        upstream_body, upstream_payload = self._translate(req, variant, raw, payload)
+        upstream_body = self._translate(req, variant, raw, payload)
         if sampled:
-            record["inputs"] = upstream_payload
+            record["inputs"] = Fragment(upstream_body)
         deadline = req.t0 + route.timeout_seconds
         replica = first
         attempt = 0
@@ -456,7 +467,7 @@ class Gateway:
                                   retry_after=route.retry_after(time.monotonic())) from None
                 if retry[0] is not variant:
                     try:
-                        upstream_body, upstream_payload = self._translate(req, retry[0], raw, payload)
+                        upstream_body = self._translate(req, retry[0], raw, payload)
                     except Refused:
                         raise Refused(503, "upstream_unavailable", f"the model server of {route.name!r} did "
                                       "not answer and no other replica of its model version is ready",
@@ -465,7 +476,7 @@ class Gateway:
                     record["variant"] = variant.name
                     record["model_version"] = variant.model_version
                     if sampled:
-                        record["inputs"] = upstream_payload
+                        record["inputs"] = Fragment(upstream_body)
                 replica = retry[1]
                 self.metrics.retries.labels(route.name).inc()
             except TimeoutError:
@@ -504,13 +515,12 @@ class Gateway:
         return None
 
     def _translate(self, req: Request, variant: Variant, raw: bytes, payload):
-        """The body for the model server and its parsed form, checked against the variant's signature."""
+        """The body for the model server (valid JSON), checked against the variant's signature."""
         try:
             if req.v2:
-                translated = oip_to_mlflow(payload, variant.signature)
-                return orjson.dumps(translated), translated
+                return orjson.dumps(oip_to_mlflow(payload, variant.signature))
             check_mlflow(payload, variant.signature)
-            return raw, payload
+            return raw
         except InputError as exc:
             raise Refused(400, "invalid_input", exc.message, exc.fields) from None
 
@@ -546,7 +556,7 @@ class Gateway:
                 except orjson.JSONDecodeError:
                     raise Refused(502, "model_server_error", "the model server answered with a body that is not "
                                   "JSON") from None
-                record["outputs"] = parsed
+                record["outputs"] = Fragment(answer)  # checked above: valid JSON
                 if req.v2:
                     request_id = payload.get("id") if isinstance(payload, dict) else None
                     body = orjson.dumps({

@@ -185,6 +185,10 @@ MODELPLANE_GATEWAY_UPSTREAM_CONNECTIONS_PER_REPLICA = env_int("MODELPLANE_GATEWA
 # and httptools, a keep-alive pool per replica bounded by the setting above; ~2x aiohttp's throughput here) or
 # "aiohttp" (the previous client; it also honours UPSTREAM_CONNECTIONS). benchmarks/README.md "gateway.py".
 MODELPLANE_GATEWAY_UPSTREAM_CLIENT = env("MODELPLANE_GATEWAY_UPSTREAM_CLIENT", "native")
+# The gateway's HTTP server: "native" (apps/gateway/server.py: the ASGI subset the gateway uses on httptools,
+# one write per response; about 40 % less added latency at concurrency 1 in front of a model server) or
+# "uvicorn" (the previous server). benchmarks/README.md "gateway.py".
+MODELPLANE_GATEWAY_SERVER = env("MODELPLANE_GATEWAY_SERVER", "native")
 
 # Local serving backend (apps/deployments/backends/local.py, replicas.py): model-server logs live here; the
 # path also scopes the orphan sweep (servers started under another replica dir are never touched).

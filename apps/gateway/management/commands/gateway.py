@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 from django.conf import settings
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
 
 class Command(BaseCommand):
@@ -24,6 +24,9 @@ class Command(BaseCommand):
                             help=f"Address to listen on (default {settings.MODELPLANE_GATEWAY_HOST}).")
         parser.add_argument("--port", type=int, default=None,
                             help=f"Port to listen on (default {settings.MODELPLANE_GATEWAY_PORT}).")
+        parser.add_argument("--server", choices=["native", "uvicorn"], default=None,
+                            help=f"The HTTP server (default MODELPLANE_GATEWAY_SERVER: "
+                                 f"{settings.MODELPLANE_GATEWAY_SERVER}).")
         parser.add_argument("--keep-alive", type=int, default=65,
                             help="Seconds an idle client connection is kept open (default 65: longer than the "
                                  "usual load balancer's idle timeout, so the balancer closes first).")
@@ -36,14 +39,23 @@ class Command(BaseCommand):
 
         host = opts["host"] or settings.MODELPLANE_GATEWAY_HOST
         port = opts["port"] or settings.MODELPLANE_GATEWAY_PORT
+        kind = (opts["server"] or settings.MODELPLANE_GATEWAY_SERVER).strip().lower()
+        if kind not in ("native", "uvicorn"):
+            raise CommandError(f"MODELPLANE_GATEWAY_SERVER / --server must be 'native' or 'uvicorn', not {kind!r}")
         app = Gateway(GatewayConfig.from_settings(settings))
+        self.stdout.write(f"gateway listening on http://{host}:{port} ({kind} server; Redis "
+                          f"{_redacted(app.config.redis_url)})")
+        self.stdout.flush()
+        if kind == "native":
+            from apps.gateway.server import Server
+
+            Server(app, host=host, port=port, keep_alive=opts["keep_alive"], graceful_seconds=10).run()
+            return
         config = uvicorn.Config(
             app, host=host, port=port, loop="uvloop", http="httptools", lifespan="on", access_log=False,
-            server_header=False, timeout_keep_alive=opts["keep_alive"], backlog=2048,
+            server_header=False, date_header=False, proxy_headers=False, timeout_keep_alive=opts["keep_alive"], backlog=2048,
             # Django's LOGGING already configured the root logger; uvicorn's own config would replace it.
             log_config=None, timeout_graceful_shutdown=10)
-        self.stdout.write(f"gateway listening on http://{host}:{port} (Redis {_redacted(app.config.redis_url)})")
-        self.stdout.flush()
         uvicorn.Server(config).run()
 
 

@@ -1,0 +1,380 @@
+"""The gateway's own HTTP/1.1 server: the subset of ASGI that apps.gateway.app uses, on asyncio protocols and
+httptools' request parser, with nothing else on the way.
+
+Why not uvicorn (which the gateway ran on before, and which ``manage.py gateway --server uvicorn`` still runs):
+at concurrency 1 in front of a model server that takes a few milliseconds, every request runs on cold CPU
+caches, and the cost of a request is then the amount of code it touches. uvicorn's per-request path (scope with
+every key, a RequestResponseCycle, proxy-header middleware, flow control, header regexes, a response written in
+two ``write`` calls) was about 40 % of the gateway's added latency there (benchmarks/gateway.py, README). This
+server does what the gateway needs and no more:
+
+- HTTP/1.1 keep-alive (idle connections closed after ``keep_alive`` seconds), HTTP/1.0 and ``Connection:
+  close``; pipelined requests answered in order, one at a time;
+- request bodies by Content-Length or chunked (httptools decodes), streamed to ``receive()`` as they arrive,
+  ``Expect: 100-continue`` answered when the app first asks for the body; request heads over
+  ``MAX_HEAD_BYTES`` are refused with 431;
+- a response is one ``write`` (status line, headers and body together); the app must send a Content-Length
+  (the gateway always does), streaming responses are not supported;
+- malformed requests get 400 and the connection is closed; an app that fails before answering gets 500;
+- back-pressure: while the client does not read, no further pipelined request is started;
+- graceful shutdown: stop accepting, close idle connections, let requests in flight finish (up to
+  ``graceful_seconds``), then the app's own shutdown.
+
+The ASGI scope holds ``type``, ``http_version``, ``method``, ``scheme``, ``path``, ``raw_path``, ``query_string``,
+``headers`` (names lower-cased), ``client`` and ``server``: what any plain ASGI app reads first.
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import http
+import logging
+import signal
+import socket
+from urllib.parse import unquote
+
+import httptools
+
+log = logging.getLogger("apps.gateway")
+
+MAX_HEAD_BYTES = 64 * 1024
+HIGH_WATER = 256 * 1024  # bytes waiting in the transport before the server stops starting pipelined requests
+
+_STATUS_LINES = {
+    status.value: f"HTTP/1.1 {status.value} {status.phrase}\r\n".encode("latin-1") for status in http.HTTPStatus}
+
+
+def _status_line(status: int) -> bytes:
+    return _STATUS_LINES.get(status) or f"HTTP/1.1 {status} Status\r\n".encode("latin-1")
+
+
+def _simple(status: int, message: bytes) -> bytes:
+    return (_status_line(status) + b"content-type: text/plain; charset=utf-8\r\ncontent-length: %d\r\n"
+            b"connection: close\r\n\r\n%s" % (len(message), message))
+
+
+class _Exchange:
+    """One request and its response: the ASGI receive/send pair the app is called with."""
+
+    __slots__ = ("body", "body_done", "conn", "continue_sent", "expect_continue", "keep_alive", "responded",
+                 "scope", "started", "wake")
+
+    def __init__(self, conn: HttpProtocol, scope: dict, keep_alive: bool, expect_continue: bool):
+        self.conn = conn
+        self.scope = scope
+        self.keep_alive = keep_alive
+        self.expect_continue = expect_continue
+        self.continue_sent = False
+        self.body: list[bytes] = []
+        self.body_done = False
+        self.wake: asyncio.Event | None = None
+        self.started: tuple[int, list] | None = None
+        self.responded = False
+
+    async def receive(self) -> dict:
+        conn = self.conn
+        while not self.body_done and not conn.lost:
+            if self.body:
+                break  # hand over what has arrived
+            if self.expect_continue and not self.continue_sent:
+                self.continue_sent = True
+                conn.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            if self.wake is None:
+                self.wake = asyncio.Event()
+            conn.resume_reading()
+            await self.wake.wait()
+            self.wake.clear()
+        if conn.lost or self.responded:
+            return {"type": "http.disconnect"}
+        body = self.body
+        chunk = body[0] if len(body) == 1 else b"".join(body)
+        self.body = []
+        return {"type": "http.request", "body": chunk, "more_body": not self.body_done}
+
+    async def send(self, message: dict) -> None:
+        kind = message["type"]
+        if kind == "http.response.start":
+            if self.started is not None or self.responded:
+                raise RuntimeError("http.response.start sent twice")
+            self.started = (message["status"], message.get("headers") or [])
+            return
+        if kind != "http.response.body" or self.started is None or self.responded:
+            raise RuntimeError(f"unexpected ASGI message {kind!r}")
+        if message.get("more_body"):
+            raise RuntimeError("the gateway's server does not stream responses")
+        status, headers = self.started
+        body = message.get("body", b"")
+        self.responded = True
+        conn = self.conn
+        if conn.lost:
+            return
+        parts = [_status_line(status)]
+        length = None
+        for name, value in headers:
+            if name == b"content-length":
+                length = value
+            elif name == b"connection" and value.lower() == b"close":
+                self.keep_alive = False
+                continue
+            parts += (name, b": ", value, b"\r\n")
+        if length is None:
+            parts += (b"content-length: ", str(len(body)).encode(), b"\r\n")
+        elif int(length) != len(body):
+            raise RuntimeError("Content-Length does not match the body")
+        if not self.keep_alive:
+            parts.append(b"connection: close\r\n")
+        parts += (b"\r\n", body)
+        conn.transport.write(b"".join(parts))
+
+
+class HttpProtocol(asyncio.Protocol):
+    """One client connection."""
+
+    def __init__(self, server: Server):
+        self.server = server
+        self.loop = server.loop
+        self.app = server.app
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpRequestParser(self)
+        self.lost = False
+        self.reading = True
+        self.writable = True
+        self.current: _Exchange | None = None  # the exchange the app is answering
+        self.receiving: _Exchange | None = None  # the exchange whose request bytes are arriving
+        self.pipeline: collections.deque[_Exchange] = collections.deque()
+        self.idle_timer: asyncio.TimerHandle | None = None
+        self._url = b""
+        self._headers: list = []
+        self._head_bytes = 0
+        self._in_head = False
+        self._client = None
+
+    # --- asyncio.Protocol -------------------------------------------------------------------------------
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        peer = transport.get_extra_info("peername")
+        self._client = tuple(peer[:2]) if isinstance(peer, tuple) else None
+        self.server.connections.add(self)
+        self._arm_idle()
+
+    def connection_lost(self, exc) -> None:
+        self.lost = True
+        self.server.connections.discard(self)
+        self._disarm_idle()
+        for exchange in (self.current, self.receiving):
+            if exchange is not None and exchange.wake is not None:
+                exchange.wake.set()
+
+    def data_received(self, data: bytes) -> None:
+        self._disarm_idle()
+        if self._in_head or self.receiving is None:
+            self._head_bytes += len(data)
+            if self._head_bytes > MAX_HEAD_BYTES:
+                self._reject(431, b"request head too large")
+                return
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._reject(400, b"protocol upgrades are not supported")
+        except httptools.HttpParserError:
+            self._reject(400, b"malformed HTTP request")
+
+    def eof_received(self):
+        return False
+
+    def pause_writing(self) -> None:
+        self.writable = False
+
+    def resume_writing(self) -> None:
+        self.writable = True
+        self._next()
+
+    # --- httptools callbacks ------------------------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self._url = b""
+        self._headers = []
+        self._in_head = True
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers.append((name.lower(), value))
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        self._head_bytes = 0
+        parser = self.parser
+        url = self._url
+        raw_path, _, query = url.partition(b"?")
+        if b"%" in raw_path:
+            path = unquote(raw_path.decode("latin-1"))
+        else:
+            path = raw_path.decode("latin-1")
+        scope = {"type": "http", "asgi": {"version": "3.0", "spec_version": "2.3"},
+                 "http_version": parser.get_http_version(), "method": parser.get_method().decode("ascii"),
+                 "scheme": "http", "path": path, "raw_path": raw_path, "query_string": query,
+                 "root_path": "", "headers": self._headers, "client": self._client,
+                 "server": self.server.sockname}
+        expect = any(name == b"expect" and value.lower() == b"100-continue" for name, value in self._headers)
+        exchange = _Exchange(self, scope, parser.should_keep_alive(), expect)
+        self.receiving = exchange
+        if self.current is None and self.writable:
+            self._start(exchange)
+        else:
+            # One request at a time: a pipelined one waits its turn, and the client's further bytes wait in the
+            # socket until the queue is empty again.
+            self.pipeline.append(exchange)
+            self.pause_reading()
+
+    def on_body(self, body: bytes) -> None:
+        exchange = self.receiving
+        if exchange.responded:
+            return  # answered without reading the whole body (e.g. 401): the rest is dropped
+        exchange.body.append(body)
+        if exchange.wake is not None:
+            exchange.wake.set()
+
+    def on_message_complete(self) -> None:
+        exchange = self.receiving
+        self.receiving = None
+        exchange.body_done = True
+        if exchange.wake is not None:
+            exchange.wake.set()
+        if exchange.responded:
+            self._next()
+
+    # --- running the app ----------------------------------------------------------------------------------
+
+    def _start(self, exchange: _Exchange) -> None:
+        self.current = exchange
+        self.server.inflight += 1
+        self.loop.create_task(self._run(exchange))
+
+    async def _run(self, exchange: _Exchange) -> None:
+        try:
+            await self.app(exchange.scope, exchange.receive, exchange.send)
+        except Exception:
+            log.exception("the gateway app failed on %s %s", exchange.scope["method"], exchange.scope["path"])
+            if not exchange.responded and not self.lost:
+                exchange.responded = True
+                exchange.keep_alive = False
+                self.transport.write(_simple(500, b"internal error"))
+        finally:
+            self.server.inflight -= 1
+        if not exchange.responded and not self.lost:
+            exchange.keep_alive = False
+            self.transport.write(_simple(500, b"no response"))
+        self.current = None
+        if self.lost:
+            return
+        if not exchange.keep_alive or self.server.stopping:
+            self.transport.close()
+            return
+        self._next()
+
+    def _next(self) -> None:
+        if self.current is not None or self.lost or not self.writable:
+            return
+        if self.pipeline:
+            self._start(self.pipeline.popleft())
+            return
+        self.resume_reading()
+        if self.receiving is None:
+            self._arm_idle()
+
+    def pause_reading(self) -> None:
+        if self.reading and not self.lost:
+            self.reading = False
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if not self.reading and not self.lost:
+            self.reading = True
+            self.transport.resume_reading()
+
+    def _reject(self, status: int, message: bytes) -> None:
+        if self.current is None and not self.lost:
+            self.transport.write(_simple(status, message))
+        self.transport.close()
+
+    # --- idle connections ---------------------------------------------------------------------------------
+
+    def _arm_idle(self) -> None:
+        self._disarm_idle()
+        if self.server.stopping:
+            self.transport.close()
+            return
+        self.idle_timer = self.loop.call_later(self.server.keep_alive, self._idle_timeout)
+
+    def _disarm_idle(self) -> None:
+        if self.idle_timer is not None:
+            self.idle_timer.cancel()
+            self.idle_timer = None
+
+    def _idle_timeout(self) -> None:
+        self.idle_timer = None
+        if self.current is None and self.receiving is None and not self.lost:
+            self.transport.close()
+
+    def close_if_idle(self) -> None:
+        if self.current is None and self.receiving is None and not self.lost:
+            self.transport.close()
+
+
+class Server:
+    """Listens, runs the app's start-up, serves until SIGTERM/SIGINT, then shuts down gracefully."""
+
+    def __init__(self, app, *, host: str, port: int, keep_alive: float = 65.0, graceful_seconds: float = 10.0,
+                 backlog: int = 2048):
+        self.app = app
+        self.host = host
+        self.port = port
+        self.keep_alive = keep_alive
+        self.graceful_seconds = graceful_seconds
+        self.backlog = backlog
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.connections: set[HttpProtocol] = set()
+        self.inflight = 0
+        self.stopping = False
+        self.sockname = None
+        self._stop = None
+
+    def run(self) -> None:
+        import uvloop
+
+        uvloop.run(self.serve())
+
+    async def serve(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        await self.app.startup()
+        try:
+            server = await self.loop.create_server(lambda: HttpProtocol(self), self.host, self.port,
+                                                   backlog=self.backlog, reuse_address=True)
+        except BaseException:
+            await self.app.shutdown()
+            raise
+        self.sockname = server.sockets[0].getsockname()[:2]
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self.loop.add_signal_handler(sig, self._stop.set)
+        try:
+            await self._stop.wait()
+        finally:
+            self.stopping = True
+            server.close()
+            for conn in list(self.connections):
+                conn.close_if_idle()
+            deadline = self.loop.time() + self.graceful_seconds
+            while self.inflight and self.loop.time() < deadline:
+                await asyncio.sleep(0.05)
+            for conn in list(self.connections):
+                conn.transport.close()
+            await self.app.shutdown()
