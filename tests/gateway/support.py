@@ -145,14 +145,16 @@ class RedisServer(Proc):
 class GatewayProcess(Proc):
     """``manage.py gateway`` on a free port, pointed at a Redis."""
 
-    def __init__(self, redis_url: str, *, port: int | None = None, wait_ready: bool = True, **settings: str):
+    def __init__(self, redis_url: str, *, port: int | None = None, wait_ready: bool = True,
+                 args: tuple[str, ...] = (), **settings: str):
         self.port = port or free_port()
         env = dict(os.environ)
         env.update(DJANGO_SETTINGS_MODULE="controlplane.settings.test", REDIS_URL=redis_url,
                    MODELPLANE_GATEWAY_REDIS_URL=redis_url, PYTHONUNBUFFERED="1",
                    MODELPLANE_GATEWAY_EJECT_SECONDS="3")
         env.update(settings)
-        super().__init__("gateway", [sys.executable, str(ROOT / "manage.py"), "gateway", "--port", str(self.port)],
+        super().__init__("gateway", [sys.executable, str(ROOT / "manage.py"), "gateway", "--port", str(self.port),
+                                     *args],
                          env)
         wait_until(lambda: http_status(self.url + "/v2/health/live") == 200, 60, "gateway is live", proc=self)
         if wait_ready:
