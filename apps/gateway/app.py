@@ -22,9 +22,9 @@ import asyncio
 import gc
 import hashlib
 import logging
-import os
 import random
 import time
+from random import getrandbits
 
 import orjson
 from orjson import Fragment
@@ -137,7 +137,7 @@ class Request:
                 and request_id.replace(b"-", b"").replace(b"_", b"").replace(b".", b"").isalnum():
             self.request_id = request_id.decode()
         else:
-            self.request_id = os.urandom(16).hex()  # a uuid4's randomness, at a tenth of uuid4().hex's cost
+            self.request_id = f"{getrandbits(128):032x}"  # a correlation id: random, no syscall (not a secret)
         self.content_length = content_length
         self.content_type = content_type
         self.authorization = authorization

@@ -143,12 +143,13 @@ class HttpProtocol(asyncio.Protocol):
         self.current: _Exchange | None = None  # the exchange the app is answering
         self.receiving: _Exchange | None = None  # the exchange whose request bytes are arriving
         self.pipeline: collections.deque[_Exchange] = collections.deque()
-        self.idle_timer: asyncio.TimerHandle | None = None
         self._url = b""
         self._headers: list = []
         self._head_bytes = 0
         self._in_head = False
+        self._expect = False
         self._client = None
+        self.last_active = 0.0
 
     # --- asyncio.Protocol -------------------------------------------------------------------------------
 
@@ -161,18 +162,16 @@ class HttpProtocol(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         self._client = tuple(peer[:2]) if isinstance(peer, tuple) else None
         self.server.connections.add(self)
-        self._arm_idle()
+        self.last_active = self.loop.time()
 
     def connection_lost(self, exc) -> None:
         self.lost = True
         self.server.connections.discard(self)
-        self._disarm_idle()
         for exchange in (self.current, self.receiving):
             if exchange is not None and exchange.wake is not None:
                 exchange.wake.set()
 
     def data_received(self, data: bytes) -> None:
-        self._disarm_idle()
         if self._in_head or self.receiving is None:
             self._head_bytes += len(data)
             if self._head_bytes > MAX_HEAD_BYTES:
@@ -201,12 +200,16 @@ class HttpProtocol(asyncio.Protocol):
         self._url = b""
         self._headers = []
         self._in_head = True
+        self._expect = False
 
     def on_url(self, url: bytes) -> None:
         self._url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._headers.append((name.lower(), value))
+        name = name.lower()
+        self._headers.append((name, value))
+        if name == b"expect" and value.lower() == b"100-continue":
+            self._expect = True
 
     def on_headers_complete(self) -> None:
         self._in_head = False
@@ -223,8 +226,7 @@ class HttpProtocol(asyncio.Protocol):
                  "scheme": "http", "path": path, "raw_path": raw_path, "query_string": query,
                  "root_path": "", "headers": self._headers, "client": self._client,
                  "server": self.server.sockname}
-        expect = any(name == b"expect" and value.lower() == b"100-continue" for name, value in self._headers)
-        exchange = _Exchange(self, scope, parser.should_keep_alive(), expect)
+        exchange = _Exchange(self, scope, parser.should_keep_alive(), self._expect)
         self.receiving = exchange
         if self.current is None and self.writable:
             self._start(exchange)
@@ -287,8 +289,7 @@ class HttpProtocol(asyncio.Protocol):
             self._start(self.pipeline.popleft())
             return
         self.resume_reading()
-        if self.receiving is None:
-            self._arm_idle()
+        self.last_active = self.loop.time()
 
     def pause_reading(self) -> None:
         if self.reading and not self.lost:
@@ -307,25 +308,10 @@ class HttpProtocol(asyncio.Protocol):
 
     # --- idle connections ---------------------------------------------------------------------------------
 
-    def _arm_idle(self) -> None:
-        self._disarm_idle()
-        if self.server.stopping:
-            self.transport.close()
-            return
-        self.idle_timer = self.loop.call_later(self.server.keep_alive, self._idle_timeout)
-
-    def _disarm_idle(self) -> None:
-        if self.idle_timer is not None:
-            self.idle_timer.cancel()
-            self.idle_timer = None
-
-    def _idle_timeout(self) -> None:
-        self.idle_timer = None
-        if self.current is None and self.receiving is None and not self.lost:
-            self.transport.close()
-
-    def close_if_idle(self) -> None:
-        if self.current is None and self.receiving is None and not self.lost:
+    def close_if_idle(self, since: float | None = None) -> None:
+        """Close the connection when no request is in it (and it has been so since ``since``, if given)."""
+        if self.current is None and self.receiving is None and not self.lost and not self.pipeline \
+                and (since is None or self.last_active <= since):
             self.transport.close()
 
 
@@ -365,10 +351,12 @@ class Server:
         self.sockname = server.sockets[0].getsockname()[:2]
         for sig in (signal.SIGTERM, signal.SIGINT):
             self.loop.add_signal_handler(sig, self._stop.set)
+        sweeper = self.loop.create_task(self._sweep_idle())
         try:
             await self._stop.wait()
         finally:
             self.stopping = True
+            sweeper.cancel()
             server.close()
             for conn in list(self.connections):
                 conn.close_if_idle()
@@ -378,3 +366,13 @@ class Server:
             for conn in list(self.connections):
                 conn.transport.close()
             await self.app.shutdown()
+
+    async def _sweep_idle(self) -> None:
+        # One sweep for every connection instead of a timer armed and cancelled on each request: a connection
+        # is closed between keep_alive and keep_alive + the sweep's period after its last answer.
+        period = max(0.05, min(1.0, self.keep_alive / 4))
+        while True:
+            await asyncio.sleep(period)
+            since = self.loop.time() - self.keep_alive
+            for conn in list(self.connections):
+                conn.close_if_idle(since)

@@ -477,3 +477,25 @@ def test_cors_for_the_configured_origins_only(redis_server, origin_allowed):
             assert "access-control-allow-origin" not in answer.headers
     finally:
         process.close()
+
+
+def test_requests_and_upstream_latency_are_counted_in_metrics(gateway, rc, upstream, unique):
+    name = unique()
+    live_route(gateway, rc, route_doc(name, [variant("blue", [upstream.urls["a"]])]))
+    ok_before = gateway.metric("modelplane_gateway_requests_total", deployment=name, status="200")  # metadata
+    for _ in range(3):
+        assert call(gateway.url, invocations(name), ONE_ROW, key=key_for(name)).status == 200
+    assert call(gateway.url, invocations(name), ONE_ROW, key="mpk_wrong").status == 401
+    assert gateway.metric("modelplane_gateway_requests_total", deployment=name, status="200") == ok_before + 3
+    assert gateway.metric("modelplane_gateway_requests_total", deployment=name, status="401") >= 1
+    assert gateway.metric("modelplane_gateway_upstream_seconds_count", deployment=name, variant="blue") == 3
+    seconds = gateway.metric("modelplane_gateway_upstream_seconds_sum", deployment=name, variant="blue")
+    assert 0 < seconds < 30
+    # Buckets are cumulative and end with every observation in +Inf.
+    assert gateway.metric("modelplane_gateway_upstream_seconds_bucket", deployment=name, le="+Inf",
+                          variant="blue") == 3
+    assert gateway.metric("modelplane_gateway_upstream_seconds_bucket", deployment=name, le="30.0",
+                          variant="blue") == 3
+    buckets = [gateway.metric("modelplane_gateway_upstream_seconds_bucket", deployment=name, le=le, variant="blue")
+               for le in ("0.0005", "0.001", "0.005", "0.1", "1.0", "30.0", "+Inf")]
+    assert buckets == sorted(buckets)
