@@ -140,7 +140,7 @@ def loadgen(url: str, body_file: str, headers_json: str, concurrency: int, durat
     uvloop.run(main())
 
 
-def paired(spec_file: str, body_file: str, seconds: float) -> None:
+def paired(spec_file: str, body_file: str, seconds: float, pause_ms: float = 0.0) -> None:
     """Concurrency 1, the targets interleaved request by request: one blocking client sends the same body to
     each target in turn (the order rotating every round), over one keep-alive connection per target, until
     ``seconds`` have passed. A model server's own drift (its latency moves by more than a millisecond between
@@ -193,6 +193,8 @@ def paired(spec_file: str, body_file: str, seconds: float) -> None:
             ms, status = one(*conns[i])
             latencies[i].append(ms)
             failed[i] += status != 200
+            if pause_ms:
+                time.sleep(pause_ms / 1000)
         rounds += 1
     for sock, _ in conns:
         sock.close()
@@ -308,6 +310,8 @@ def main() -> int:
     concurrencies = [1, 32] if args.quick else [1, 8, 32]
     # Concurrency 1 is measured interleaved (paired()); its samples are split between direct and the gateways.
     c1_seconds = 6.0 if args.quick else 2 * repeat * duration
+    # Concurrency 8 and up: this many one-second windows per target, alternated (group()).
+    windows = max(2, round(repeat * duration))
 
     import django
 
@@ -373,7 +377,8 @@ def main() -> int:
         load = Load(tmp)
         say(f"load generator: {load.name}; gateways (one process each, server/upstream client: pid) "
             f"{', '.join(f'{c}: {g.popen.pid}' for c, g in gateways.items())}; {duration:g} s per measurement, "
-            f"{repeat} alternated direct/gateway measurements per line (medians); concurrency 1: one client "
+            f"{windows} alternated one-second windows per target at concurrency 8 and up (throughput: mean; "
+            f"latency: medians); concurrency 1: one client "
             f"sending to direct and each gateway in turn, request by request, for {c1_seconds:g} s "
             f"(percentiles over all its requests)")
         say("")
@@ -381,34 +386,45 @@ def main() -> int:
         json_headers = {"Content-Type": "application/json"}
 
         def group(direct_url, direct_headers, gateway_path, gateway_headers, body, concurrency):
-            """Direct and through each gateway, alternated --repeat times (the gateways' order flipping each
-            time); medians of each figure, and each gateway's CPU time per request it answered. Concurrency 1:
-            interleaved request by request instead (see paired())."""
+            """Direct and through each gateway in one-second windows, alternated (the order rotating each
+            window), repeat x duration windows each: throughput is the mean over a target's windows (its
+            requests over its seconds), p50 and p99 the medians of its windows, and each gateway's CPU time per
+            request it answered. Short windows, many of them: MLflow's own throughput drifts by 10-20 % from one
+            few-second stretch to the next here, and every target then gets its share of each stretch.
+            Concurrency 1: interleaved request by request instead (see paired())."""
             if concurrency == 1:
                 return group_paired(direct_url, direct_headers, gateway_path, gateway_headers, body)
-            directs, throughs = [], {c: [] for c in clients}
-            cpu, answered = dict.fromkeys(clients, 0.0), dict.fromkeys(clients, 0.0)
-            for i in range(repeat):
-                directs.append(load.run(direct_url, body, direct_headers, concurrency, duration))
-                for client in clients if i % 2 == 0 else clients[::-1]:
-                    gateway = gateways[client]
+            targets = ["direct", *clients]
+            results = {t: [] for t in targets}
+            cpu = dict.fromkeys(clients, 0.0)
+            for i in range(windows):
+                for target in targets[i % len(targets):] + targets[:i % len(targets)]:
+                    if target == "direct":
+                        results[target].append(load.run(direct_url, body, direct_headers, concurrency, 1))
+                        continue
+                    gateway = gateways[target]
                     cpu0 = cpu_seconds(gateway.popen.pid)
-                    result = load.run(gateway.url + gateway_path, body, gateway_headers, concurrency, duration)
-                    cpu[client] += cpu_seconds(gateway.popen.pid) - cpu0
-                    answered[client] += result.rps * duration
-                    throughs[client].append(result)
-            return (median_result(directs), {c: median_result(throughs[c]) for c in clients},
-                    {c: cpu[c] / max(1, answered[c]) * 1e6 for c in clients})
+                    results[target].append(load.run(gateway.url + gateway_path, body, gateway_headers,
+                                                    concurrency, 1))
+                    cpu[target] += cpu_seconds(gateway.popen.pid) - cpu0
 
-        def group_paired(direct_url, direct_headers, gateway_path, gateway_headers, body):
-            """Concurrency 1: direct and each gateway interleaved request by request for c1_seconds."""
+            def summary(rs):
+                return Result(statistics.fmean(r.rps for r in rs), statistics.median(r.p50 for r in rs),
+                              statistics.median(r.p99 for r in rs), sum(r.failed for r in rs))
+
+            return (summary(results["direct"]), {c: summary(results[c]) for c in clients},
+                    {c: cpu[c] / max(1.0, sum(r.rps for r in results[c])) * 1e6 for c in clients})
+
+        def group_paired(direct_url, direct_headers, gateway_path, gateway_headers, body, pause_ms=0.0):
+            """Concurrency 1: direct and each gateway interleaved request by request for c1_seconds (with
+            ``pause_ms`` of nothing after each request, if given)."""
             spec = [{"url": direct_url, "headers": direct_headers}]
             spec += [{"url": gateways[c].url + gateway_path, "headers": gateway_headers} for c in clients]
             (tmp / "paired.json").write_text(json.dumps(spec))
             (tmp / "paired-body.json").write_bytes(body)
             cpu0 = {c: cpu_seconds(gateways[c].popen.pid) for c in clients}
             out = subprocess.run([sys.executable, __file__, "--paired", str(tmp / "paired.json"),
-                                  str(tmp / "paired-body.json"), str(c1_seconds)],
+                                  str(tmp / "paired-body.json"), str(c1_seconds), str(pause_ms)],
                                  capture_output=True, text=True, check=True).stdout
             cpu = {c: cpu_seconds(gateways[c].popen.pid) - cpu0[c] for c in clients}
             data = json.loads(out.strip().splitlines()[-1])
@@ -459,6 +475,11 @@ def main() -> int:
             for client in clients:
                 rows.append(("trivial", 1, concurrency, client, direct, through[client], cpu[client]))
                 line("trivial", 1, concurrency, client, direct, through[client], cpu[client])
+        # The same c=1 path with the machine left idle for 5 ms after each request, as it is while a model server
+        # works: what the gateway's latency becomes on cold caches, with no model server in it.
+        idle_direct, idle_through, _ = group_paired(trivial_url + "/invocations", json_headers, trivial_path,
+                                                    trivial_headers, trivial_body, pause_ms=5.0)
+        idle_added = {c: idle_through[c].p50 - idle_direct.p50 for c in clients}
 
         # Blue-green: both variants ready; weight moves 100/0 -> 0/100 -> 100/0 in the middle of steady load,
         # once through each gateway.
@@ -531,7 +552,8 @@ def main() -> int:
             say(f"  >= 5000 req/s to a trivial upstream from one gateway process: {mark(best >= 5000)} "
                 f"({best:.0f} req/s at c={top[2]}; gateway CPU {top[6]:.0f} us/request)")
             say(f"  c=1 to the trivial upstream adds {trivial_c1[5].p50 - trivial_c1[4].p50:+.2f} ms p50 "
-                f"(the gateway's own latency, no model in it)")
+                f"back to back (the gateway's own latency, no model in it), {idle_added[client]:+.2f} ms with 5 ms "
+                f"idle after each request (the same path on cold caches, as in front of a model server)")
             say(f"  0 failed requests in the blue-green switch: {mark(switches[client] == 0)} ({switches[client]})")
             summary[client] = {"best": best, "mlflow_c1_p50": added_p50,
                                "trivial_c1_p50": trivial_c1[5].p50 - trivial_c1[4].p50,
@@ -563,7 +585,7 @@ if __name__ == "__main__":
     if len(sys.argv) > 2 and sys.argv[1] == "--serve-trivial":
         serve_trivial(int(sys.argv[2]))
     elif len(sys.argv) > 1 and sys.argv[1] == "--paired":
-        paired(sys.argv[2], sys.argv[3], float(sys.argv[4]))
+        paired(sys.argv[2], sys.argv[3], float(sys.argv[4]), float(sys.argv[5]) if len(sys.argv) > 5 else 0.0)
     elif len(sys.argv) > 1 and sys.argv[1] == "--loadgen":
         loadgen(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]), float(sys.argv[6]))
     else:

@@ -8,6 +8,7 @@ and publishes the routing table) with ``transaction.on_commit``. Reconcile itsel
 from __future__ import annotations
 
 import secrets
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -311,6 +312,34 @@ def deployment_rollout_start(*, actor: Actor, deployment_id: int, model_version_
     return deployment
 
 
+@dataclass(frozen=True)
+class RollbackPlan:
+    """What a rollback does with a deployment's variants as they are: decided here once, carried out by
+    deployment_rollback and described on the deployment page before the button is pressed."""
+
+    kind: str  # "cancel" (a candidate still starting), "standby" (the warm one), "restart" (a retired version), "none"
+    live: list[Variant]
+    target: Variant | None  # the candidate to cancel, the standby to switch to, or the variant to start again
+
+
+def rollback_plan(variants: list[Variant]) -> RollbackPlan:
+    """The rollback for ``variants`` (all of one deployment's): cancel the candidate, else switch to the newest
+    warm standby, else start the most recently retired version that is not live, else nothing."""
+    live = [v for v in variants if v.role == Variant.Role.LIVE]
+    candidate = next((v for v in variants if v.role == Variant.Role.CANDIDATE), None)
+    if candidate is not None:
+        return RollbackPlan("cancel", live, candidate)
+    standby = max((v for v in variants if v.role == Variant.Role.STANDBY), key=lambda v: v.pk, default=None)
+    if standby is not None:
+        return RollbackPlan("standby", live, standby)
+    live_versions = {v.model_version_id for v in live}
+    previous = max((v for v in variants if v.role == Variant.Role.RETIRED and v.model_version_id not in live_versions),
+                   key=lambda v: (v.retired_at or v.created_at, v.pk), default=None)
+    if previous is not None:
+        return RollbackPlan("restart", live, previous)
+    return RollbackPlan("none", live, None)
+
+
 @transaction.atomic
 def deployment_rollback(*, actor: Actor, deployment_id: int, reason: str = "") -> Deployment:
     """Undo the last rollout: cancel a candidate still starting, or put the warm standby back at once
@@ -320,17 +349,17 @@ def deployment_rollback(*, actor: Actor, deployment_id: int, reason: str = "") -
         raise field_error("reason", "At most 2000 characters.", code="max_length")
     before = deployment.snapshot()
     now = timezone.now()
-    variants = list(deployment.variants.all())
-    candidate = next((v for v in variants if v.role == Variant.Role.CANDIDATE), None)
-    live = [v for v in variants if v.role == Variant.Role.LIVE]
-    standby = max((v for v in variants if v.role == Variant.Role.STANDBY), key=lambda v: v.pk, default=None)
-    if candidate is not None:
+    plan = rollback_plan(list(deployment.variants.select_related("model_version")))
+    live = plan.live
+    if plan.kind == "cancel":
+        candidate = plan.target
         candidate.role, candidate.weight, candidate.retired_at = Variant.Role.RETIRED, 0, now
         candidate.save(update_fields=["role", "weight", "retired_at", "updated_at"])
         message = f"Rollout cancelled: {candidate.name} stopped; {', '.join(v.name for v in live)} keeps serving."
         deployment.transition_to(Deployment.Status.RUNNING if deployment.can_transition_to("running")
                                  else Deployment.Status.ROLLING_BACK)
-    elif standby is not None:
+    elif plan.kind == "standby":
+        standby = plan.target
         for old in live:
             old.role, old.weight, old.retired_at = Variant.Role.RETIRED, 0, now
             old.save(update_fields=["role", "weight", "retired_at", "updated_at"])
@@ -339,14 +368,11 @@ def deployment_rollback(*, actor: Actor, deployment_id: int, reason: str = "") -
         message = (f"Rolled back to {standby.name} ({standby.model_version}), kept warm: traffic switched at once; "
                    f"{', '.join(v.name for v in live)} stopped.")
         deployment.transition_to(Deployment.Status.ROLLING_BACK)
+    elif plan.kind == "none":
+        raise Conflict("Nothing to roll back to: this deployment has had one version only.",
+                       code="nothing_to_roll_back")
     else:
-        previous = (deployment.variants.filter(role=Variant.Role.RETIRED)
-                    .exclude(model_version__in=[v.model_version_id for v in live]).order_by("-retired_at", "-pk")
-                    .first())
-        if previous is None:
-            raise Conflict("Nothing to roll back to: this deployment has had one version only.",
-                           code="nothing_to_roll_back")
-        version = previous.model_version
+        version = plan.target.model_version
         if version.status != ModelVersion.Status.READY:
             raise Conflict(f"Cannot roll back to {version}: it is {version.get_status_display().lower()}.",
                            code="not_ready")

@@ -166,32 +166,24 @@ def _replica_counts(variants: list[Variant], replicas: list[Replica]) -> dict[in
 
 
 def _rollback_plan(variants: list[Variant]) -> dict:
-    """What a rollback would do now, said before the button is pressed. A description only: the service
-    (services.deployment_rollback) decides, and refuses with a message when it cannot."""
-    candidate = next((v for v in variants if v.role == Variant.Role.CANDIDATE), None)
-    live = [v for v in variants if v.role == Variant.Role.LIVE]
-    standbys = [v for v in variants if v.role == Variant.Role.STANDBY]
-    live_names = ", ".join(f"{v.name} ({v.model_version})" for v in live) or "nothing"
-    if candidate is not None:
-        return {"possible": True, "kind": "cancel",
-                "text": f"Cancel the rollout: {candidate.name} ({candidate.model_version}) stops before it takes "
-                        f"traffic; {live_names} keeps serving."}
-    if standbys:
-        standby = max(standbys, key=lambda v: v.pk)
-        until = (f", kept warm until {timezone.localtime(standby.standby_until):%Y-%m-%d %H:%M}"
-                 if standby.standby_until else "")
-        return {"possible": True, "kind": "standby",
-                "text": f"Switch all traffic back at once to {standby.name} ({standby.model_version}){until}; "
-                        f"{live_names} stops."}
-    live_versions = {v.model_version_id for v in live}
-    previous = max((v for v in variants if v.role == Variant.Role.RETIRED and v.model_version_id not in live_versions),
-                   key=lambda v: (v.retired_at or v.created_at, v.pk), default=None)
-    if previous is not None:
-        return {"possible": True, "kind": "restart",
-                "text": f"Start {previous.model_version} again (no warm standby is left): requests may fail until "
-                        f"its replicas are ready; {live_names} stops."}
-    return {"possible": False, "kind": "none",
-            "text": "Nothing to roll back to: this deployment has served one version only."}
+    """What a rollback would do now, said before the button is pressed: services.rollback_plan decides, for
+    this page and for the service alike."""
+    plan = services.rollback_plan(variants)
+    live_names = ", ".join(f"{v.name} ({v.model_version})" for v in plan.live) or "nothing"
+    target = plan.target
+    if plan.kind == "cancel":
+        text = (f"Cancel the rollout: {target.name} ({target.model_version}) stops before it takes traffic; "
+                f"{live_names} keeps serving.")
+    elif plan.kind == "standby":
+        until = (f", kept warm until {timezone.localtime(target.standby_until):%Y-%m-%d %H:%M}"
+                 if target.standby_until else "")
+        text = f"Switch all traffic back at once to {target.name} ({target.model_version}){until}; {live_names} stops."
+    elif plan.kind == "restart":
+        text = (f"Start {target.model_version} again (no warm standby is left): requests may fail until its replicas "
+                f"are ready; {live_names} stops.")
+    else:
+        text = "Nothing to roll back to: this deployment has served one version only."
+    return {"possible": plan.kind != "none", "kind": plan.kind, "text": text}
 
 
 def _normalise_series(raw: Any) -> dict[str, list[dict]]:

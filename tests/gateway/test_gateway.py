@@ -117,6 +117,16 @@ def test_a_revoked_key_stops_working_once_the_route_is_republished(gateway, rc, 
                "the revoked key is refused")
 
 
+def test_a_key_that_worked_for_one_deployment_is_refused_by_another(gateway, rc, upstream, unique):
+    first, second = unique(), unique()
+    live_route(gateway, rc, route_doc(first, [variant("blue", [upstream.urls["a"]])]))
+    live_route(gateway, rc, route_doc(second, [variant("blue", [upstream.urls["a"]])]))
+    for _ in range(2):  # the second time the key's digest is the gateway's remembered one
+        assert call(gateway.url, invocations(first), ONE_ROW, key=key_for(first)).status == 200
+        refused = call(gateway.url, invocations(second), ONE_ROW, key=key_for(first))
+        assert refused.status == 401 and refused.json["error"]["code"] == "unauthorized"
+
+
 def test_console_token_for_this_deployment_only_and_only_for_a_while(gateway, rc, upstream, unique):
     from django.conf import settings
 

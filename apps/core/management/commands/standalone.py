@@ -8,7 +8,7 @@ It starts, in this order, waiting for each to answer before anything depends on 
 4. ``migrate`` and ``seed_demo`` (one-shot steps, run while MLflow boots),
 5. the web server (gunicorn; whitenoise serves the static files), a Celery worker and beat, and the
    prediction-log ingest worker (``manage.py ingest_predictions``),
-6. the inference gateway (``manage.py gateway``: uvicorn, no ORM; on ``--gateway-port``, default 8100),
+6. the inference gateway (``manage.py gateway``: uvloop, no ORM; on ``--gateway-port``, default 8100),
 
 then waits for MLflow's ``/health``, the web server, the gateway's ``/v2/health/ready`` and a ping task
 round-tripped by the worker, and prints the dashboard, gateway and MLflow URLs and the demo logins. Where ``DATABASE_URL``, ``REDIS_URL`` or
@@ -500,7 +500,7 @@ class Command(BaseCommand):
         return f"http://{_url_host(self.opts['host'], self.opts['gateway_port'])}"
 
     def start_gateway(self, env: dict[str, str]) -> Child:
-        """The data plane: ``manage.py gateway`` (uvicorn, one process), reading routes from our Redis."""
+        """The data plane: ``manage.py gateway`` (one process), reading routes from our Redis."""
         self._gateway_started = time.monotonic()
         argv = [sys.executable, str(Path(settings.BASE_DIR) / "manage.py"), "gateway",
                 "--host", self.opts["host"], "--port", str(self.opts["gateway_port"])]

@@ -1,9 +1,11 @@
-"""``manage.py gateway``: run the data-plane process (apps.gateway.app) under uvicorn with uvloop and httptools.
+"""``manage.py gateway``: run the data-plane process (apps.gateway.app) on the gateway's own HTTP server
+(apps.gateway.server, uvloop + httptools) or, with ``--server uvicorn`` / ``MODELPLANE_GATEWAY_SERVER=uvicorn``,
+under uvicorn.
 
 Django is set up for its settings only (manage.py does that); the gateway never opens a database connection.
 One process serves on one port; run more gateway replicas behind a load balancer to scale (rate limits are per
-process, see README "Gateway"). SIGTERM or Ctrl-C: uvicorn stops accepting, finishes the requests in flight,
-then the gateway writes its buffered prediction records (for up to 2 s) and exits.
+process, see README "Gateway"). SIGTERM or Ctrl-C: the server stops accepting, finishes the requests in flight
+(up to 10 s), then the gateway writes its buffered prediction records (for up to 2 s) and exits.
 """
 from __future__ import annotations
 
