@@ -86,6 +86,15 @@ class Upstream:
         """Close every connection."""
 
 
+def set_nodelay(transport) -> None:
+    """TCP_NODELAY on a transport's socket: uvloop and asyncio set it already for TCP; cheap to be sure (a small
+    head + body must not wait for Nagle). Used by the upstream client and the gateway's server."""
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
 def make_upstream(kind: str, *, connections: int, connections_per_replica: int) -> Upstream:
     """The client ``MODELPLANE_GATEWAY_UPSTREAM_CLIENT`` names ("native" or "aiohttp")."""
     if kind == "native":
@@ -125,11 +134,7 @@ class _Connection(asyncio.Protocol):
 
     def connection_made(self, transport) -> None:
         self.transport = transport
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            # uvloop and asyncio set it already for TCP; cheap to be sure (a small head + body must not wait).
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        set_nodelay(transport)
 
     def data_received(self, data: bytes) -> None:
         if self.waiter is None:
