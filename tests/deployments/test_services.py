@@ -462,3 +462,26 @@ def test_an_update_that_changes_nothing_records_nothing(w):
     services.deployment_update(actor=w.actor(w.eng), deployment_id=deployment.pk, replicas=3)
     assert deployment.variants.get().replicas == 3
     assert AuditEvent.objects.get(verb="deployment.updated").after["replicas"] == 3
+
+
+def test_rollback_plan_is_one_decision_for_the_service_and_the_page():
+    """services.rollback_plan over unsaved variants: the candidate first, then the newest standby, then the most
+    recently retired version that is not live (a retired variant without retired_at counts from its creation,
+    never first as PostgreSQL's NULLS FIRST would have it), else nothing."""
+    now = timezone.now()
+
+    def v(pk, role, version, retired_at=None):
+        return Variant(pk=pk, role=role, model_version_id=version, created_at=now - timedelta(days=10 - pk),
+                       retired_at=retired_at)
+
+    live = v(5, Variant.Role.LIVE, 3)
+    older = v(1, Variant.Role.RETIRED, 1)  # no retired_at: counts from its creation, ten days ago
+    newer = v(2, Variant.Role.RETIRED, 2, retired_at=now - timedelta(hours=1))
+    same_as_live = v(3, Variant.Role.RETIRED, 3, retired_at=now)
+    plan = services.rollback_plan([older, newer, same_as_live, live])
+    assert (plan.kind, plan.target, plan.live) == ("restart", newer, [live])
+    standby = v(4, Variant.Role.STANDBY, 2)
+    assert services.rollback_plan([older, standby, live]).target is standby
+    candidate = v(6, Variant.Role.CANDIDATE, 4)
+    assert services.rollback_plan([standby, candidate, live]).kind == "cancel"
+    assert services.rollback_plan([live]) == services.RollbackPlan("none", [live], None)
