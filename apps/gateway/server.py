@@ -144,6 +144,7 @@ class HttpProtocol(asyncio.Protocol):
         self._url = b""
         self._headers: list = []
         self._head_bytes = 0
+        self._head_size = 0
         self._in_head = False
         self._expect = False
         self._client = None
@@ -168,16 +169,21 @@ class HttpProtocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self._in_head or self.receiving is None:
-            self._head_bytes += len(data)
-            if self._head_bytes > MAX_HEAD_BYTES:
-                self._reject(431, b"request head too large")
-                return
+            self._head_bytes += len(data)  # bytes since the last complete head (a body may be among them)
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             self._reject(400, b"protocol upgrades are not supported")
+            return
         except httptools.HttpParserError:
-            self._reject(400, b"malformed HTTP request")
+            if self._head_size > MAX_HEAD_BYTES:
+                self._reject(431, b"request head too large")
+            else:
+                self._reject(400, b"malformed HTTP request")
+            return
+        if self._in_head and self._head_bytes > MAX_HEAD_BYTES:
+            # A head still not complete after this many bytes (httptools keeps a partial header to itself).
+            self._reject(431, b"request head too large")
 
     def eof_received(self):
         return False
@@ -196,11 +202,16 @@ class HttpProtocol(asyncio.Protocol):
         self._headers = []
         self._in_head = True
         self._expect = False
+        self._head_size = 0
 
     def on_url(self, url: bytes) -> None:
         self._url += url
+        self._head_size += len(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        self._head_size += len(name) + len(value) + 4
+        if self._head_size > MAX_HEAD_BYTES:
+            raise ValueError("request head too large")  # httptools stops: HttpParserCallbackError, 431 above
         name = name.lower()
         self._headers.append((name, value))
         if name == b"expect" and value.lower() == b"100-continue":

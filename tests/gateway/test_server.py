@@ -202,9 +202,24 @@ def test_a_payload_over_the_limit_closes_the_connection(gateway, rc, upstream, u
         conn.close()
 
 
+def test_a_large_body_arriving_with_its_head_is_not_taken_for_a_large_head(gateway, route):
+    rows = [[12.5, 40]] * 20_000  # ~200 KB, sent with the head in one write
+    body = json.dumps({"dataframe_split": {"columns": ["amount", "age"], "data": rows}}).encode()
+    assert len(body) > 150_000
+    conn = Conn(gateway.url)
+    try:
+        conn.send(request(f"/v1/deployments/{route}/invocations", body, headers=key_header(route)))
+        answer = conn.read()
+        assert answer.status == 200, answer.body[:200]
+        assert len(json.loads(answer.body)["received"]["dataframe_split"]["data"]) == 20_000
+    finally:
+        conn.close()
+
+
 @pytest.mark.parametrize("raw, status", [
     (b"NOT HTTP AT ALL\r\n\r\n", 400),
     (b"GET /v2/health/live HTTP/1.1\r\nHost: g\r\nX-Big: " + b"a" * 70_000 + b"\r\n\r\n", 431),
+    (b"GET /v2/health/live HTTP/1.1\r\nHost: g\r\nX-Big: " + b"a" * 70_000, 431),  # never ends
 ])
 def test_malformed_or_oversized_heads_are_refused_and_the_connection_closed(gateway, raw, status):
     conn = Conn(gateway.url)
