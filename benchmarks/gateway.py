@@ -2,8 +2,8 @@
 """The inference gateway's cost: a real MLflow scoring server called directly against the same server through
 the gateway, the gateway's own ceiling against a trivial upstream, and a blue-green switch under load.
 
-    python benchmarks/gateway.py [--duration 3] [--repeat 3] [--sampling-rate 1.0] [--quick]
-                                 [--clients native,aiohttp]
+    python benchmarks/gateway.py [--c1-seconds 9] [--windows 15] [--sampling-rate 1.0] [--quick]
+                                 [--servers native,uvicorn] [--clients native,aiohttp]
 
 Everything it uses is its own and is stopped at the end (also on Ctrl-C, SIGTERM or an error):
 
@@ -13,15 +13,18 @@ Everything it uses is its own and is stopped at the end (also on Ctrl-C, SIGTERM
    model as tests/gateway: "blue" (every direct/gateway comparison) and "green" (the blue-green switch);
 3. a trivial upstream (uvloop + httptools, a fixed 20-byte answer, ~50 000 req/s on one core here): the
    gateway's own ceiling, where the model costs nothing;
-4. ``manage.py gateway``, one process per upstream client compared (``--clients``, default native and aiohttp:
-   ``MODELPLANE_GATEWAY_UPSTREAM_CLIENT``), the routes published the control plane's way (HSET + PUBLISH), with
+4. ``manage.py gateway``, one process per configuration compared: the first of ``--servers``
+   (``MODELPLANE_GATEWAY_SERVER``) with each of ``--clients`` (``MODELPLANE_GATEWAY_UPSTREAM_CLIENT``), and each
+   other server with the first client (default: native/native, native/aiohttp, uvicorn/native), the routes published the control plane's way (HSET + PUBLISH), with
    the model's signature (so every request is checked) and ``--sampling-rate`` (default 1.0: every record
    carries inputs and outputs, the most work for the gateway).
 
 Load comes from ``wrk`` (one thread; C, a few percent of a core) when it is installed, else from an aiohttp
-client in a separate process. Each line is the median of ``--repeat`` measurements of ``--duration`` seconds,
-direct and through each gateway alternated (a busy machine slows all alike; the gateways' order flips each
-time), at concurrency 1, 8 and 32 with 1-row and 100-row ``dataframe_split`` bodies, after a one-second warm-up.
+client in a separate process. Concurrency 1: one client sends to the model server directly and through one
+gateway in turn, request by request, for ``--c1-seconds`` per gateway (percentiles over all its requests).
+Concurrency 8 and up: ``--windows`` one-second windows per target, direct and the gateways alternated, the order
+rotating each window (throughput: the mean, with its standard error; latency: medians of the windows). 1-row and
+100-row ``dataframe_split`` bodies, after a one-second warm-up.
 
 Printed: requests/s, p50 and p99 latency (ms), gateway/direct ratios, the gateway's CPU time per request, and
 each goal with PASS or MISS: at c=1 the gateway adds at most 0.5 ms to p50 and 1.5 ms to p99; at c=8 and 32 it
@@ -260,9 +263,11 @@ class Load:
         return json.loads(out.strip().splitlines()[-1])
 
 
-def median_result(results: list[Result]) -> Result:
-    return Result(statistics.median(r.rps for r in results), statistics.median(r.p50 for r in results),
-                  statistics.median(r.p99 for r in results), sum(r.failed for r in results))
+def ratio_se(direct: Result, through: Result) -> float:
+    """The standard error of through.rps / direct.rps (each a mean over windows), to first order."""
+    ratio = through.rps / direct.rps
+    return ratio * ((through.extra["rps_sd"] ** 2 / through.extra["n"]) / through.rps ** 2
+                    + (direct.extra["rps_sd"] ** 2 / direct.extra["n"]) / direct.rps ** 2) ** 0.5
 
 
 def cpu_seconds(pid: int) -> float:
@@ -285,11 +290,14 @@ def body_rows(n: int) -> bytes:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--duration", type=float, default=3.0, help="seconds per measurement (default 3)")
-    parser.add_argument("--repeat", type=int, default=3,
-                        help="measurements per figure, direct and gateway alternated; medians (default 3)")
+    parser.add_argument("--c1-seconds", type=float, default=9.0,
+                        help="seconds of the interleaved concurrency-1 run, per gateway (default 9)")
+    parser.add_argument("--windows", type=int, default=15,
+                        help="one-second windows per target at concurrency 8 and up in front of MLflow, alternated "
+                             "(default 15; a third as many for the trivial upstream)")
     parser.add_argument("--sampling-rate", type=float, default=1.0, help="the routes' sampling rate (default 1)")
-    parser.add_argument("--quick", action="store_true", help="2-second measurements, c=1 and 32 only")
+    parser.add_argument("--quick", action="store_true",
+                        help="4 s at c=1 per gateway, 4 windows per target, c=1 and 32 only")
     parser.add_argument("--servers", default="native,uvicorn",
                         help="the gateway's HTTP servers to compare (MODELPLANE_GATEWAY_SERVER), with the first "
                              "upstream client each (default native,uvicorn)")
@@ -305,13 +313,13 @@ def main() -> int:
     settings_of = {f"{servers[0]}/{c}": (servers[0], c) for c in upstream_clients}
     settings_of.update({f"{s}/{upstream_clients[0]}": (s, upstream_clients[0]) for s in servers[1:]})
     clients = list(settings_of)
-    duration = 2.0 if args.quick else args.duration
-    repeat = 1 if args.quick else args.repeat
     concurrencies = [1, 32] if args.quick else [1, 8, 32]
     # Concurrency 1 is measured interleaved (paired()), direct and one gateway at a time, for this long each.
-    c1_seconds = 4.0 if args.quick else repeat * duration
-    # Concurrency 8 and up: this many one-second windows per target, alternated (group()).
-    windows = max(2, round(repeat * duration))
+    c1_seconds = 4.0 if args.quick else args.c1_seconds
+    # Concurrency 8 and up: this many one-second windows per target, alternated (group()). MLflow's throughput
+    # moves by ~4 % (one standard deviation) from one one-second window to the next here: 15 windows each put
+    # the standard error of a gateway/direct ratio near 1.5 points.
+    windows = 4 if args.quick else max(2, args.windows)
 
     import django
 
@@ -376,7 +384,7 @@ def main() -> int:
                        "routes applied")
         load = Load(tmp)
         say(f"load generator: {load.name}; gateways (one process each, server/upstream client: pid) "
-            f"{', '.join(f'{c}: {g.popen.pid}' for c, g in gateways.items())}; {duration:g} s per measurement, "
+            f"{', '.join(f'{c}: {g.popen.pid}' for c, g in gateways.items())}; "
             f"{windows} alternated one-second windows per target at concurrency 8 and up (throughput: mean; "
             f"latency: medians); concurrency 1: one client sending to direct and one gateway in turn, "
             f"request by request, for {c1_seconds:g} s per gateway (percentiles over all its requests)")
@@ -384,13 +392,14 @@ def main() -> int:
 
         json_headers = {"Content-Type": "application/json"}
 
-        def group(direct_url, direct_headers, gateway_path, gateway_headers, body, concurrency):
+        def group(direct_url, direct_headers, gateway_path, gateway_headers, body, concurrency, windows=windows):
             """Direct and through each gateway in one-second windows, alternated (the order rotating each
-            window), repeat x duration windows each: throughput is the mean over a target's windows (its
-            requests over its seconds), p50 and p99 the medians of its windows, and each gateway's CPU time per
-            request it answered. Short windows, many of them: MLflow's own throughput drifts by 10-20 % from one
-            few-second stretch to the next here, and every target then gets its share of each stretch.
-            Concurrency 1: interleaved request by request instead (see paired())."""
+            window), ``windows`` windows each: throughput is the mean over a target's windows (its requests over
+            its seconds, with the windows' standard deviation, for the ratio's standard error), p50 and p99 the
+            medians of its windows, and each gateway's CPU time per request it answered. Short windows, many of
+            them: MLflow's own throughput drifts by 10-20 % from one few-second stretch to the next here, and
+            every target then gets its share of each stretch. Concurrency 1: interleaved request by request
+            instead (see paired())."""
             if concurrency == 1:
                 return group_paired(direct_url, direct_headers, gateway_path, gateway_headers, body)
             targets = ["direct", *clients]
@@ -408,8 +417,10 @@ def main() -> int:
                     cpu[target] += cpu_seconds(gateway.popen.pid) - cpu0
 
             def summary(rs):
-                return Result(statistics.fmean(r.rps for r in rs), statistics.median(r.p50 for r in rs),
-                              statistics.median(r.p99 for r in rs), sum(r.failed for r in rs))
+                rps = [r.rps for r in rs]
+                return Result(statistics.fmean(rps), statistics.median(r.p50 for r in rs),
+                              statistics.median(r.p99 for r in rs), sum(r.failed for r in rs),
+                              {"rps_sd": statistics.stdev(rps) if len(rps) > 1 else 0.0, "n": len(rps)})
 
             direct = summary(results["direct"])
             return ({c: direct for c in clients}, {c: summary(results[c]) for c in clients},
@@ -477,7 +488,7 @@ def main() -> int:
             load.run(gateway.url + trivial_path, trivial_body, trivial_headers, 32, 1)
         for concurrency in (1, 32, 64):
             direct, through, cpu = group(trivial_url + "/invocations", json_headers, trivial_path, trivial_headers,
-                                         trivial_body, concurrency)
+                                         trivial_body, concurrency, windows=max(2, windows // 3))
             for client in clients:
                 rows.append(("trivial", 1, concurrency, client, direct[client], through[client], cpu[client]))
                 line("trivial", 1, concurrency, client, direct[client], through[client], cpu[client])
@@ -490,7 +501,7 @@ def main() -> int:
         # Blue-green: both variants ready; weight moves 100/0 -> 0/100 -> 100/0 in the middle of steady load,
         # once through each gateway.
         say("")
-        switch_seconds = max(9.0, 3 * duration)
+        switch_seconds = 9.0
         switches = {}
         for generation_base, client in enumerate(clients):
             gateway = gateways[client]
@@ -550,7 +561,8 @@ def main() -> int:
             loaded = [r for r in mine if r[0] == "mlflow" and r[2] > 1]
             say(f"  c=8/32 keeps >= 95% of direct throughput: "
                 f"{mark(all(r[5].rps >= 0.95 * r[4].rps for r in loaded))} "
-                f"({', '.join(f'{r[1]}r/c{r[2]} {r[5].rps / r[4].rps:.0%}' for r in loaded)})")
+                f"({', '.join(f'{r[1]}r/c{r[2]} {r[5].rps / r[4].rps:.0%} +-{ratio_se(r[4], r[5]):.1%}' for r in loaded)}; "
+                f"+- one standard error, from the windows' spread)")
             ceiling = [r for r in mine if r[0] == "trivial"]
             top = max(ceiling, key=lambda r: r[5].rps)
             best = top[5].rps
