@@ -493,7 +493,7 @@ def main() -> int:
                 rows.append(("trivial", 1, concurrency, client, direct[client], through[client], cpu[client]))
                 line("trivial", 1, concurrency, client, direct[client], through[client], cpu[client])
         # The same c=1 path with the machine left idle for 5 ms after each request, as it is while a model server
-        # works: what the gateway's latency becomes on cold caches, with no model server in it.
+        # works: what the gateway's latency becomes after an idle pause, with no model server in it.
         idle_direct, idle_through, _ = group_paired(trivial_url + "/invocations", json_headers, trivial_path,
                                                     trivial_headers, trivial_body, pause_ms=5.0)
         idle_added = {c: idle_through[c].p50 - idle_direct[c].p50 for c in clients}
@@ -571,7 +571,7 @@ def main() -> int:
                 f"({best:.0f} req/s at c={top[2]}; gateway CPU {top[6]:.0f} us/request)")
             say(f"  c=1 to the trivial upstream adds {trivial_c1[5].p50 - trivial_c1[4].p50:+.2f} ms p50 "
                 f"back to back (the gateway's own latency, no model in it), {idle_added[client]:+.2f} ms with 5 ms "
-                f"idle after each request (the same path on cold caches, as in front of a model server)")
+                f"idle after each request (the same path after an idle pause, as in front of a model server)")
             say(f"  0 failed requests in the blue-green switch: {mark(switches[client] == 0)} ({switches[client]})")
             summary[client] = {"best": best, "mlflow_c1_p50": added_p50,
                                "trivial_c1_p50": trivial_c1[5].p50 - trivial_c1[4].p50,

@@ -2,12 +2,11 @@
 httptools' request parser, with nothing else on the way.
 
 Why not uvicorn (which the gateway ran on before, and which ``manage.py gateway --server uvicorn`` still runs):
-at concurrency 1 in front of a model server that takes a few milliseconds, every request runs on cold CPU
-caches, and the cost of a request is then the amount of code it touches. uvicorn's per-request path (scope with
-every key, a RequestResponseCycle, proxy-header middleware, flow control, header regexes, a response written in
-two ``write`` calls) was about a quarter of the gateway's added latency there: measured side by side, this server
-adds 0.1-0.3 ms less at c=1 and passes 1.2-1.5x uvicorn's requests/s to a trivial upstream (benchmarks/gateway.py,
-benchmarks/README.md). It does what the gateway needs and no more:
+uvicorn's per-request path (scope with every key, a RequestResponseCycle, proxy-header middleware, flow control,
+header regexes, a response written in two ``write`` calls) is code the gateway does not need. Measured side by
+side (benchmarks/gateway.py, benchmarks/README.md), this server passes 1.26x uvicorn's requests/s to a trivial
+upstream at 0.78x its CPU a request, and adds 0.02-0.03 ms less at concurrency 1 in front of MLflow.
+It does what the gateway needs and no more:
 
 - HTTP/1.1 keep-alive (idle connections closed after ``keep_alive`` seconds), HTTP/1.0 and ``Connection:
   close``; pipelined requests answered in order, one at a time;
