@@ -10,6 +10,9 @@ It does what the gateway needs and no more:
 
 - HTTP/1.1 keep-alive (idle connections closed after ``keep_alive`` seconds), HTTP/1.0 and ``Connection:
   close``; pipelined requests answered in order, one at a time;
+- slow clients: a request head must arrive whole within ``keep_alive`` seconds of the connection opening or
+  its last answer (else the connection is closed), and a body that stops arriving for ``keep_alive`` seconds
+  gets 408 and the connection closed;
 - request bodies by Content-Length or chunked (httptools decodes), streamed to ``receive()`` as they arrive,
   ``Expect: 100-continue`` answered when the app first asks for the body; request heads over
   ``MAX_HEAD_BYTES`` are refused with 431;
@@ -147,7 +150,8 @@ class HttpProtocol(asyncio.Protocol):
         self._in_head = False
         self._expect = False
         self._client = None
-        self.last_active = 0.0
+        self.last_active = 0.0  # the connection opened or its last answer went out
+        self.body_at = 0.0  # the last bytes of the body being received arrived (or its head completed)
 
     # --- asyncio.Protocol -------------------------------------------------------------------------------
 
@@ -233,6 +237,7 @@ class HttpProtocol(asyncio.Protocol):
                  "server": self.server.sockname}
         exchange = _Exchange(self, scope, parser.should_keep_alive(), self._expect)
         self.receiving = exchange
+        self.body_at = self.loop.time()
         if self.current is None and self.writable:
             self._start(exchange)
         else:
@@ -242,6 +247,7 @@ class HttpProtocol(asyncio.Protocol):
             self.pause_reading()
 
     def on_body(self, body: bytes) -> None:
+        self.body_at = self.loop.time()
         exchange = self.receiving
         if exchange.responded:
             return  # answered without reading the whole body (e.g. 401): the rest is dropped
@@ -314,10 +320,26 @@ class HttpProtocol(asyncio.Protocol):
     # --- idle connections ---------------------------------------------------------------------------------
 
     def close_if_idle(self, since: float | None = None) -> None:
-        """Close the connection when no request is in it (and it has been so since ``since``, if given)."""
+        """Close the connection when no request is in it (and it has been so since ``since``, if given).
+
+        A request head that has not completed by then is dropped with it: a head must arrive whole within the
+        keep-alive time after the connection opened or its last answer went out, however slowly it trickles."""
         if self.current is None and self.receiving is None and not self.lost and not self.pipeline \
                 and (since is None or self.last_active <= since):
             self.transport.close()
+
+    def close_if_stalled(self, since: float) -> None:
+        """Answer 408 and close when a request's body stopped arriving (no bytes of it since ``since``) while
+        the server was reading: the app waiting for it then gets ``http.disconnect``."""
+        exchange = self.receiving
+        if exchange is None or not self.reading or self.lost or self.body_at > since:
+            return
+        if self.current is exchange and not exchange.responded:
+            exchange.responded = True
+            self.transport.write(_simple(408, b"request timed out: the body stopped arriving"))
+        elif self.current is None:
+            self.transport.write(_simple(408, b"request timed out: the body stopped arriving"))
+        self.transport.close()
 
 
 class Server:
@@ -381,3 +403,4 @@ class Server:
             since = self.loop.time() - self.keep_alive
             for conn in list(self.connections):
                 conn.close_if_idle(since)
+                conn.close_if_stalled(since)

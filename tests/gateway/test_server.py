@@ -264,3 +264,45 @@ def test_idle_connections_are_closed_after_the_keep_alive_and_a_stop_lets_a_requ
         conn.close()
     finally:
         gateway.close()
+
+
+def test_slow_clients_a_trickled_head_is_dropped_and_a_stalled_body_gets_408(redis_server, upstream, unique):
+    gateway = GatewayProcess(redis_server.url, args=("--keep-alive", "1"))
+    try:
+        name = unique("srv")
+        client = redis_server.client()
+        publish(client, route_doc(name, [variant("blue", [upstream.urls["a"]])]))
+        client.close()
+        wait_until(lambda: call(gateway.url, f"/v2/models/{name}", key=key_for(name)).status == 200, 10, "route")
+
+        # A body that stops arriving: 408, and the connection closed, about keep-alive seconds later.
+        stalled = Conn(gateway.url)
+        whole = request(f"/v1/deployments/{name}/invocations", ONE_ROW, headers=key_header(name))
+        started = time.monotonic()
+        stalled.send(whole[:-10])
+        answer = stalled.read()
+        assert answer.status == 408
+        assert b"body stopped arriving" in answer.body
+        assert 0.5 < time.monotonic() - started < 4.5
+        assert stalled.closed()
+        stalled.close()
+
+        # A head sent a few bytes at a time, each within the keep-alive time: closed all the same.
+        trickled = Conn(gateway.url)
+        head = request("/v2/health/live")[:-2]
+        started = time.monotonic()
+        with pytest.raises(OSError):
+            for i in range(0, len(head), 4):
+                trickled.send(head[i:i + 4])
+                time.sleep(0.3)
+                if time.monotonic() - started > 8:
+                    break
+            trickled.send(b"\r\n")
+            trickled.read()
+        assert time.monotonic() - started < 6
+        trickled.close()
+
+        # The server itself carries on.
+        assert call(gateway.url, "/v2/health/live").status == 200
+    finally:
+        gateway.close()

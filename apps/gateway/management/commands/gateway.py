@@ -31,7 +31,9 @@ class Command(BaseCommand):
                                  f"{settings.MODELPLANE_GATEWAY_SERVER}).")
         parser.add_argument("--keep-alive", type=int, default=65,
                             help="Seconds an idle client connection is kept open (default 65: longer than the "
-                                 "usual load balancer's idle timeout, so the balancer closes first).")
+                                 "usual load balancer's idle timeout, so the balancer closes first); with the "
+                                 "native server also the most a request head may take to arrive, and the "
+                                 "longest pause in a request body (408 after it).")
 
     def handle(self, *args, **opts):
         import uvicorn
