@@ -2,8 +2,8 @@
 """The inference gateway's cost: a real MLflow scoring server called directly against the same server through
 the gateway, the gateway's own ceiling against a trivial upstream, and a blue-green switch under load.
 
-    python benchmarks/gateway.py [--c1-seconds 9] [--windows 15] [--sampling-rate 1.0] [--quick]
-                                 [--servers native,uvicorn] [--clients native,aiohttp]
+    python benchmarks/gateway.py [--c1-seconds 9] [--c1-together] [--windows 15] [--sampling-rate 1.0]
+                                 [--quick] [--servers native,uvicorn] [--clients native,aiohttp]
 
 Everything it uses is its own and is stopped at the end (also on Ctrl-C, SIGTERM or an error):
 
@@ -21,7 +21,8 @@ Everything it uses is its own and is stopped at the end (also on Ctrl-C, SIGTERM
 
 Load comes from ``wrk`` (one thread; C, a few percent of a core) when it is installed, else from an aiohttp
 client in a separate process. Concurrency 1: one client sends to the model server directly and through one
-gateway in turn, request by request, for ``--c1-seconds`` per gateway (percentiles over all its requests).
+gateway in turn, request by request, for ``--c1-seconds`` per gateway (percentiles over all its requests;
+``--c1-together``: all gateways in one rotation).
 Concurrency 8 and up: ``--windows`` one-second windows per target, direct and the gateways alternated, the order
 rotating each window (throughput: the mean, with its standard error; latency: medians of the windows). 1-row and
 100-row ``dataframe_split`` bodies, after a one-second warm-up.
@@ -292,6 +293,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--c1-seconds", type=float, default=9.0,
                         help="seconds of the interleaved concurrency-1 run, per gateway (default 9)")
+    parser.add_argument("--c1-together", action="store_true",
+                        help="at concurrency 1, every gateway in one rotation with direct instead of one gateway at "
+                             "a time (each then runs on caches the others evicted)")
     parser.add_argument("--windows", type=int, default=15,
                         help="one-second windows per target at concurrency 8 and up in front of MLflow, alternated "
                              "(default 15; a third as many for the trivial upstream)")
@@ -386,7 +390,8 @@ def main() -> int:
         say(f"load generator: {load.name}; gateways (one process each, server/upstream client: pid) "
             f"{', '.join(f'{c}: {g.popen.pid}' for c, g in gateways.items())}; "
             f"{windows} alternated one-second windows per target at concurrency 8 and up (throughput: mean; "
-            f"latency: medians); concurrency 1: one client sending to direct and one gateway in turn, "
+            f"latency: medians); concurrency 1: one client sending to direct and "
+            f"{'every gateway' if args.c1_together else 'one gateway'} in turn, "
             f"request by request, for {c1_seconds:g} s per gateway (percentiles over all its requests)")
         say("")
 
@@ -431,18 +436,21 @@ def main() -> int:
             c1_seconds (with ``pause_ms`` of nothing after each request, if given). One gateway per run, as in a
             deployment, where one gateway stands between client and model server: interleaving several gateways'
             requests would run each on caches the others had just evicted (measured: 1 gateway +0.18-0.20 ms,
-            2 gateways +0.31-0.36 ms each, same code, same run). Each gateway gets its own direct baseline."""
+            2 gateways +0.31-0.36 ms each, same code, same run). Each gateway gets its own direct baseline.
+            With --c1-together: every gateway in one rotation with direct instead, for c1_seconds x gateways (how
+            this script measured before 2026-12-06 06:30; shows the effect above)."""
             (tmp / "paired-body.json").write_bytes(body)
+            rounds = [clients] if args.c1_together else [[c] for c in clients]
             directs, throughs, cpu = {}, {}, {}
-            for c in clients:
-                spec = [{"url": direct_url, "headers": direct_headers},
-                        {"url": gateways[c].url + gateway_path, "headers": gateway_headers}]
+            for group_clients in rounds:
+                spec = [{"url": direct_url, "headers": direct_headers}]
+                spec += [{"url": gateways[c].url + gateway_path, "headers": gateway_headers} for c in group_clients]
                 (tmp / "paired.json").write_text(json.dumps(spec))
-                cpu0 = cpu_seconds(gateways[c].popen.pid)
+                cpu0 = {c: cpu_seconds(gateways[c].popen.pid) for c in group_clients}
                 out = subprocess.run([sys.executable, __file__, "--paired", str(tmp / "paired.json"),
-                                      str(tmp / "paired-body.json"), str(c1_seconds), str(pause_ms)],
-                                     capture_output=True, text=True, check=True).stdout
-                used = cpu_seconds(gateways[c].popen.pid) - cpu0
+                                      str(tmp / "paired-body.json"), str(c1_seconds * len(group_clients)),
+                                      str(pause_ms)], capture_output=True, text=True, check=True).stdout
+                used = {c: cpu_seconds(gateways[c].popen.pid) - cpu0[c] for c in group_clients}
                 data = json.loads(out.strip().splitlines()[-1])
 
                 def result(i, data=data):
@@ -451,8 +459,9 @@ def main() -> int:
                     return Result(1000.0 / statistics.fmean(latencies), pick(0.50), pick(0.99), data["failed"][i],
                                   {"count": len(latencies)})
 
-                directs[c], throughs[c] = result(0), result(1)
-                cpu[c] = used / max(1, throughs[c].extra["count"]) * 1e6
+                for k, c in enumerate(group_clients):
+                    directs[c], throughs[c] = result(0), result(k + 1)
+                    cpu[c] = used[c] / max(1, throughs[c].extra["count"]) * 1e6
             return directs, throughs, cpu
 
         def line(upstream, n_rows, concurrency, client, direct, through, cpu):
