@@ -2,7 +2,8 @@
 
 The two series every request touches (requests by deployment and status, upstream latency) are plain dicts and
 lists on the hot path, turned into Prometheus families only when scraped (a custom collector): a prometheus-client
-child's ``inc()`` / ``observe()`` takes a lock and runs a dozen Python calls on every request. The gateway is one thread, and the scrape runs on that thread too. The rest are prometheus-client's own.
+child's ``inc()`` / ``observe()`` takes a lock and runs a dozen Python calls on every request. The gateway is one
+thread, and the scrape runs on that thread too. The rest are prometheus-client's own.
 """
 from __future__ import annotations
 

@@ -334,10 +334,9 @@ class HttpProtocol(asyncio.Protocol):
         exchange = self.receiving
         if exchange is None or not self.reading or self.lost or self.body_at > since:
             return
-        if self.current is exchange and not exchange.responded:
+        if self.current is None or (self.current is exchange and not exchange.responded):
+            # Nobody else is writing on this connection: the client hears why it is closed.
             exchange.responded = True
-            self.transport.write(_simple(408, b"request timed out: the body stopped arriving"))
-        elif self.current is None:
             self.transport.write(_simple(408, b"request timed out: the body stopped arriving"))
         self.transport.close()
 

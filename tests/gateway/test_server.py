@@ -1,6 +1,7 @@
 """The gateway's own HTTP/1.1 server (apps/gateway/server.py), over raw sockets against ``manage.py gateway``:
 keep-alive, pipelining, 100-continue, chunked bodies, a body answered before it has all arrived, HTTP/1.0,
-malformed and oversized heads, idle connections, and a graceful stop that lets a request in flight finish.
+malformed and oversized heads, idle connections, slow clients, a graceful stop that lets a request in flight
+finish, and ``--server uvicorn`` serving the same app.
 """
 from __future__ import annotations
 
@@ -304,5 +305,22 @@ def test_slow_clients_a_trickled_head_is_dropped_and_a_stalled_body_gets_408(red
 
         # The server itself carries on.
         assert call(gateway.url, "/v2/health/live").status == 200
+    finally:
+        gateway.close()
+
+
+def test_the_uvicorn_option_serves_the_same_app(redis_server, upstream, unique):
+    gateway = GatewayProcess(redis_server.url, args=("--server", "uvicorn"))
+    try:
+        assert "(uvicorn server;" in gateway.log.read_text()
+        name = unique("srv")
+        client = redis_server.client()
+        publish(client, route_doc(name, [variant("blue", [upstream.urls["a"]])]))
+        client.close()
+        path = f"/v1/deployments/{name}/invocations"
+        wait_until(lambda: call(gateway.url, path, ONE_ROW, key=key_for(name)).status == 200, 10, "route")
+        answer = call(gateway.url, path, ONE_ROW, key=key_for(name))
+        assert answer.headers["x-modelplane-variant"] == "blue"
+        assert call(gateway.url, path, ONE_ROW, key="mpk_wrong").status == 401
     finally:
         gateway.close()

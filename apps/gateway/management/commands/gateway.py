@@ -36,8 +36,6 @@ class Command(BaseCommand):
                                  "longest pause in a request body (408 after it).")
 
     def handle(self, *args, **opts):
-        import uvicorn
-
         from apps.gateway.app import Gateway
         from apps.gateway.config import GatewayConfig
 
@@ -55,9 +53,12 @@ class Command(BaseCommand):
 
             Server(app, host=host, port=port, keep_alive=opts["keep_alive"], graceful_seconds=10).run()
             return
+        import uvicorn  # only when asked for: the native server's process never loads it
+
         config = uvicorn.Config(
             app, host=host, port=port, loop="uvloop", http="httptools", lifespan="on", access_log=False,
-            server_header=False, date_header=False, proxy_headers=False, timeout_keep_alive=opts["keep_alive"], backlog=2048,
+            server_header=False, date_header=False, proxy_headers=False, timeout_keep_alive=opts["keep_alive"],
+            backlog=2048,
             # Django's LOGGING already configured the root logger; uvicorn's own config would replace it.
             log_config=None, timeout_graceful_shutdown=10)
         uvicorn.Server(config).run()
